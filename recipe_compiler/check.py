@@ -1,0 +1,244 @@
+"""Semantic checks of a recipe against its models' headers.
+
+Consumes: a `Recipe` and the `ModelInfo` of each model it names (from index.py).
+Produces: a list of `Diagnostic`s; empty means the recipe can be lowered.
+
+Each rule is a function `(recipe, models) -> list[Diagnostic]`, run from `RULES`, so that
+all problems are found and reported together. No weight is read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from .index import ModelError, ModelInfo, load_model
+from .recipe import Choose, ClosedOp, Drop, Merge, Op, Open, Recipe, SlotDecl, Take
+from .source import Diagnostic, Span, did_you_mean, error
+
+Models = dict[str, ModelInfo]
+
+
+def model_path(recipe: Recipe, path: str) -> Path:
+    """Model paths are relative to the recipe file, like includes in a build file."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(recipe.path).parent / p
+
+
+def load_models(recipe: Recipe) -> tuple[Models, list[Diagnostic]]:
+    models: Models = {}
+    diags: list[Diagnostic] = []
+    for decl in recipe.models:
+        if decl.name in models:
+            continue
+        try:
+            models[decl.name] = load_model(decl.name, model_path(recipe, decl.path))
+        except ModelError as exc:
+            diags.append(error(f"model '{decl.name}': {exc}", decl.path_span))
+    return models, diags
+
+
+def concrete_ops(op: Op) -> Iterator[ClosedOp]:
+    """The operations a slot may end up with: itself, or each option of a choose."""
+    if isinstance(op, Choose):
+        yield from (o for o in op.options if isinstance(o, (Drop, Take, Merge)))
+    elif not isinstance(op, Open):
+        yield op
+
+
+def op_models(op: ClosedOp) -> tuple[str, ...]:
+    if isinstance(op, Take):
+        return (op.model,)
+    return op.models if isinstance(op, Merge) else ()
+
+
+# --- rules that need no model files -------------------------------------------------
+
+
+def check_models_declared(recipe: Recipe, models: Models) -> list[Diagnostic]:
+    if recipe.models:
+        return []
+    return [error("no models declared", Span.whole_file(recipe.path),
+                  hint='declare one with: model base = "path/to/hf-checkpoint"')]
+
+
+def check_base_model(recipe: Recipe, models: Models) -> list[Diagnostic]:
+    known = [m.name for m in recipe.models]
+    if recipe.base_model is None or recipe.base_model in known:
+        return []
+    hint = did_you_mean(recipe.base_model, known)
+    return [error(f"unknown base_model '{recipe.base_model}' ({hint})",
+                  recipe.setting_span("base_model"))]
+
+
+def check_slot_layout(recipe: Recipe, models: Models) -> list[Diagnostic]:
+    """Slots 0..n-1 are each defined exactly once."""
+    if not recipe.slots:
+        return [error("no slots defined", Span.whole_file(recipe.path),
+                      hint="add e.g. 'slot 0..32 = take(base)'")]
+    diags: list[Diagnostic] = []
+    owner: dict[int, SlotDecl] = {}
+    for decl in recipe.slots:
+        clash = sorted(i for i in range(decl.start, decl.stop) if i in owner)
+        if clash:
+            first = owner[clash[0]]
+            where = f"line {first.span.line}" if first.span else "another declaration"
+            diags.append(error(f"slot {_ranges(clash)} already defined at {where}", decl.span))
+        for i in range(decl.start, decl.stop):
+            owner.setdefault(i, decl)
+    missing = [i for i in range(recipe.slot_count) if i not in owner]
+    if missing:
+        after = max((d for d in recipe.slots if d.stop <= missing[0]), key=lambda d: d.stop,
+                    default=recipe.slots[0])
+        diags.append(error(f"slot {_ranges(missing)} not defined (slots must cover "
+                           f"0..{recipe.slot_count} without gaps)", after.span,
+                           hint="write 'slot N = drop' to remove a layer"))
+    return diags
+
+
+def check_op_models(recipe: Recipe, models: Models) -> list[Diagnostic]:
+    known = [m.name for m in recipe.models]
+    diags = []
+    for decl in recipe.slots:
+        for op in concrete_ops(decl.op):
+            for k, name in enumerate(op_models(op)):
+                if name and name not in known:
+                    span = op.span_of(f"models.{k}")
+                    diags.append(error(f"unknown model '{name}' ({did_you_mean(name, known)})",
+                                       span))
+    return diags
+
+
+def check_not_all_dropped(recipe: Recipe, models: Models) -> list[Diagnostic]:
+    if recipe.slots and all(isinstance(d.op, Drop) for d in recipe.slots):
+        return [error("every slot is dropped; the model would have no layers",
+                      recipe.slots[0].span)]
+    return []
+
+
+# --- rules against the models' headers -------------------------------------------------
+
+
+def check_architectures(recipe: Recipe, models: Models) -> list[Diagnostic]:
+    base = models.get(recipe.base_name or "")
+    if base is None:
+        return []
+    diags = []
+    for decl in recipe.models:
+        m = models.get(decl.name)
+        if m is not None and m.arch != base.arch:
+            diags.append(error(
+                f"model '{decl.name}' is {_arch(m)} but base model '{base.name}' is "
+                f"{_arch(base)}; layers can only be stitched within one architecture",
+                decl.path_span))
+        elif m is not None and m.model_type != base.model_type:
+            diags.append(error(f"model '{decl.name}' has model_type '{m.model_type}' but base "
+                               f"model '{base.name}' has '{base.model_type}'", decl.path_span))
+    return diags
+
+
+def check_layers(recipe: Recipe, models: Models) -> list[Diagnostic]:
+    """Source layers exist, and every source layer fits the base model's layer shapes."""
+    base = models.get(recipe.base_name or "")
+    if base is None or base.num_layers == 0:
+        return []
+    template = base.layer(0)
+    diags: list[Diagnostic] = []
+    for decl in recipe.slots:
+        for op in concrete_ops(decl.op):
+            diags += _check_op_layers(op, decl, models, base, template)
+    return diags
+
+
+def _check_op_layers(op: ClosedOp, decl: SlotDecl, models: Models, base: ModelInfo,
+                     template: dict) -> list[Diagnostic]:
+    if isinstance(op, Drop):
+        return []
+    sources = range(decl.start, decl.stop) if op.layer is None else [op.layer]
+    needs_base = isinstance(op, Merge) and op.method in ("task_arithmetic", "ties")
+    names = op_models(op) + ((base.name,) if needs_base and base.name not in op_models(op)
+                             else ())
+    diags = []
+    for k, name in enumerate(names):
+        m = models.get(name)
+        if m is None:
+            continue
+        missing = [i for i in sources if i >= m.num_layers]
+        span = op.span_of("layer") if op.layer is not None else op.span_of(f"models.{k}")
+        if missing:
+            why = " (the task-arithmetic base)" if k >= len(op_models(op)) else ""
+            diags.append(error(
+                f"layer {_ranges(missing)} of model '{name}'{why} does not exist; it has "
+                f"{m.num_layers} layers (0..{m.num_layers - 1})", span))
+            continue
+        problem = _shape_problem(m, sources, template, base.name)
+        if problem:
+            diags.append(error(problem, op.span_of(f"models.{k}")))
+    return diags
+
+
+def _shape_problem(m: ModelInfo, sources, template: dict, base_name: str) -> str | None:
+    for i in sources:
+        layer = m.layer(i)
+        for suffix, ref in template.items():
+            got = layer.get(suffix)
+            if got is None:
+                return f"layer {i} of model '{m.name}' has no tensor '{suffix}'"
+            if got.shape != ref.shape:
+                return (f"tensor '{suffix}' of layer {i} has shape {list(got.shape)} in model "
+                        f"'{m.name}' but {list(ref.shape)} in base model '{base_name}'")
+        extra = sorted(layer.keys() - template.keys())
+        if extra:
+            return f"layer {i} of model '{m.name}' has tensor '{extra[0]}' that the base lacks"
+    return None
+
+
+def _arch(m: ModelInfo) -> str:
+    return ", ".join(m.config.get("architectures") or [m.arch.name])
+
+
+def _ranges(values: list[int]) -> str:
+    if len(values) == 1:
+        return str(values[0])
+    if values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1] + 1}"
+    return ", ".join(map(str, values))
+
+
+RULES = (
+    check_models_declared,
+    check_base_model,
+    check_slot_layout,
+    check_op_models,
+    check_not_all_dropped,
+    check_architectures,
+    check_layers,
+)
+
+
+def check(recipe: Recipe, models: Models, *, require_closed: bool = False) -> list[Diagnostic]:
+    diags = [d for rule in RULES for d in rule(recipe, models)]
+    if require_closed:
+        diags += check_closed(recipe)
+    return sorted(diags, key=Diagnostic.sort_key)
+
+
+def check_closed(recipe: Recipe) -> list[Diagnostic]:
+    """`build` needs a concrete operation in every slot."""
+    return [
+        error(f"slot {_ranges(list(range(d.start, d.stop)))} is open ('{_open_text(d.op)}'); "
+              "build needs a concrete operation", d.op.span_of(),
+              hint="run 'tailorc evolve' to fill open slots, or write take/merge/drop")
+        for d in recipe.open_slots()
+    ]
+
+
+def _open_text(op: Op) -> str:
+    return "?" if isinstance(op, Open) else "choose(...)"
+
+
+def load_and_check(recipe: Recipe, *, require_closed: bool = False
+                   ) -> tuple[Models, list[Diagnostic]]:
+    models, diags = load_models(recipe)
+    return models, sorted(diags + check(recipe, models, require_closed=require_closed),
+                          key=Diagnostic.sort_key)

@@ -1,0 +1,1 @@
+"""Scoring models on tasks: multiple choice, exact match, perplexity."""

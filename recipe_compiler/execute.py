@@ -1,0 +1,231 @@
+"""Run a plan: the only place that holds tensors during a build.
+
+Consumes: a `Plan` (plan.py) and an empty directory (or nothing, for an in-memory build).
+Produces: the plan's safetensors shards in that directory, byte for byte as planned, or a
+`{name: tensor}` state dict.
+
+Shard files are laid out up front (header written, file sized), then tasks run in disk
+order and write their bytes at their planned offsets. `Copy` tasks move bytes file to file
+(`copy_file_range`, no tensor is made); other tasks read their inputs, compute in float32
+on the chosen device, and write the result. Memory held is one task's inputs, plus those
+the next task reads again.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .merge import combine
+from .plan import BuildError, Combine, Convert, Copy, Output, Plan, Read, Task
+
+TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+CHUNK = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    tensors: int
+    total_tensors: int
+    bytes: int
+    total_bytes: int
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+class _Inputs:
+    """Input files, each opened once for the whole build."""
+
+    def __init__(self) -> None:
+        self.fds: dict[str, int] = {}
+
+    def fd(self, path: str) -> int:
+        if path not in self.fds:
+            try:
+                self.fds[path] = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise BuildError(f"{path}: cannot open ({exc.strerror})") from None
+        return self.fds[path]
+
+    def read(self, r: Read) -> torch.Tensor:
+        dtype = TORCH_DTYPES.get(r.dtype)
+        if dtype is None:
+            raise BuildError(f"{r.file}: tensor '{r.tensor}' has dtype {r.dtype}, which tailor "
+                             "cannot compute with (it can only copy it unchanged)")
+        if r.nbytes == 0:
+            return torch.empty(r.shape, dtype=dtype)
+        buf = bytearray(r.nbytes)
+        view, done, fd = memoryview(buf), 0, self.fd(r.file)
+        while done < r.nbytes:
+            got = os.preadv(fd, [view[done:]], r.begin + done)
+            if got == 0:
+                raise BuildError(f"{r.file}: ended early while reading tensor '{r.tensor}' of "
+                                 f"model '{r.model}' (was the file changed after checking?)")
+            done += got
+        return torch.frombuffer(buf, dtype=dtype).reshape(r.shape)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+def _as_float(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t.to(device=device, dtype=torch.float32)
+
+
+def compute(task: Task, inputs: _Inputs, held: dict[Read, torch.Tensor],
+            device: torch.device) -> torch.Tensor:
+    """The output tensor of a non-copy task, in its output dtype, on the CPU."""
+    def value(r: Read) -> torch.Tensor:
+        if r not in held:
+            held[r] = _as_float(inputs.read(r), device)
+        return held[r]
+
+    expr = task.expr
+    if isinstance(expr, Convert):
+        out = value(expr.src)
+        if expr.scale is not None:
+            out = out * expr.scale
+    else:
+        assert isinstance(expr, Combine)
+        xs = [value(r) for r in expr.inputs]
+        out = combine(expr, xs, value(expr.base) if expr.base is not None else None)
+    return out.to(TORCH_DTYPES[task.out.dtype]).cpu()
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    flat = t.contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
+class _ShardFiles:
+    """Output shards, laid out up front so tasks can write in any order."""
+
+    def __init__(self, plan: Plan, out_dir: Path):
+        self.plan, self.fds, self.paths = plan, [], []
+        for shard in plan.shards:
+            path = out_dir / shard.file_name
+            fd = _guard(path, lambda p=path: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                                       0o644))
+            self.fds.append(fd)
+            self.paths.append(path)
+            _guard(path, lambda fd=fd, s=shard: _pwrite_all(fd, memoryview(s.header), 0))
+            _guard(path, lambda fd=fd, s=shard: os.ftruncate(fd, s.size))
+
+    def where(self, out: Output) -> tuple[int, int, Path]:
+        k = out.shard
+        return self.fds[k], len(self.plan.shards[k].header) + out.begin, self.paths[k]
+
+    def write(self, out: Output, data: memoryview) -> None:
+        fd, offset, path = self.where(out)
+        _guard(path, lambda: _pwrite_all(fd, data, offset))
+
+    def copy(self, out: Output, src: Read, inputs: _Inputs) -> None:
+        fd, offset, path = self.where(out)
+        _guard(path, lambda: _copy_range(inputs.fd(src.file), fd, src, offset))
+
+    def close(self, sync: bool = True) -> None:
+        for fd, path in zip(self.fds, self.paths):
+            if sync:
+                _guard(path, lambda fd=fd: os.fsync(fd))
+            os.close(fd)
+        self.fds = []
+
+
+def _guard(path: Path, action: Callable[[], object]):
+    try:
+        return action()
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise BuildError(f"{path}: no space left on device") from None
+        raise BuildError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+def _copy_range(src_fd: int, dst_fd: int, src: Read, dst_offset: int) -> None:
+    done, n = 0, src.nbytes
+    while done < n:
+        try:
+            got = os.copy_file_range(src_fd, dst_fd, n - done, src.begin + done,
+                                     dst_offset + done)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            got = _copy_chunk(src_fd, dst_fd, min(CHUNK, n - done), src.begin + done,
+                              dst_offset + done)
+        if got == 0:
+            raise BuildError(f"{src.file}: ended early while copying tensor '{src.tensor}'")
+        done += got
+
+
+def _copy_chunk(src_fd: int, dst_fd: int, n: int, src_off: int, dst_off: int) -> int:
+    data = os.pread(src_fd, n, src_off)
+    _pwrite_all(dst_fd, memoryview(data), dst_off)
+    return len(data)
+
+
+def execute(plan: Plan, out_dir: Path, *, device: str = "cpu",
+            on_progress: ProgressFn | None = None) -> None:
+    """Write the plan's shards into `out_dir`. On error, files may be partial: the caller
+    builds into a temporary directory and removes it (see output.py)."""
+    dev = torch.device(device)
+    inputs, shards = _Inputs(), None
+    try:
+        shards = _ShardFiles(plan, out_dir)
+        held: dict[Read, torch.Tensor] = {}
+        for task in _with_progress(plan, on_progress):
+            if isinstance(task.expr, Copy):
+                shards.copy(task.out, task.expr.src, inputs)
+            else:
+                shards.write(task.out, _tensor_bytes(compute(task, inputs, held, dev)))
+            held = {r: held[r] for r in task.keep if r in held}
+        shards.close()
+    finally:
+        if shards is not None and shards.fds:
+            shards.close(sync=False)
+        inputs.close()
+
+
+def execute_to_state_dict(plan: Plan, *, device: str = "cpu",
+                          on_progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
+    """Assemble the planned model in memory (for evaluation without writing a checkpoint)."""
+    dev = torch.device(device)
+    inputs, out = _Inputs(), {}
+    try:
+        held: dict[Read, torch.Tensor] = {}
+        for task in _with_progress(plan, on_progress):
+            if isinstance(task.expr, Copy):
+                tensor = inputs.read(task.expr.src).clone()
+            else:
+                tensor = compute(task, inputs, held, dev)
+            out[task.out.name] = tensor.to(dev)
+            held = {r: held[r] for r in task.keep if r in held}
+    finally:
+        inputs.close()
+    return out
+
+
+def _with_progress(plan: Plan, on_progress: ProgressFn | None):
+    total_bytes = sum(t.out.nbytes for t in plan.tasks)
+    done = 0
+    for k, task in enumerate(plan.tasks):
+        yield task
+        done += task.out.nbytes
+        if on_progress is not None:
+            on_progress(Progress(k + 1, len(plan.tasks), done, total_bytes))

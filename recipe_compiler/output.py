@@ -1,0 +1,161 @@
+"""Write a complete checkpoint directory, atomically.
+
+Consumes: a `Plan`, its recipe, and the output path.
+Produces: OUT/ with the shards, model.safetensors.index.json (when sharded), config.json,
+the base's generation config and tokenizer files, README.md (model card) and recipe.tr —
+or nothing at all.
+
+Everything is written into a hidden temporary sibling `.OUT.tailor-tmp-PID` and renamed
+into place only when complete, so an interrupted build never leaves something that looks
+like a model. Temporaries left by killed builds are removed by the next build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+from .card import model_card
+from .check import model_path
+from .execute import ProgressFn, execute
+from .plan import BuildError, Plan
+from .printer import format_recipe
+from .recipe import Recipe
+
+TMP_TAG = ".tailor-tmp-"
+OLD_TAG = ".tailor-old-"
+
+
+class OutputError(Exception):
+    """The output path cannot be used (exists, is an input, not writable)."""
+
+
+def check_output(recipe: Recipe, out: Path, *, force: bool) -> None:
+    target = out.resolve()
+    for m in recipe.models:
+        src = model_path(recipe, m.path).resolve()
+        if target == src or src in target.parents:
+            raise OutputError(f"{out}: is inside input model '{m.name}' ({src}); "
+                              "choose an output outside every input")
+        if target in src.parents and force:
+            raise OutputError(f"{out}: contains input model '{m.name}'; refusing to replace it")
+    if out.exists() and not force:
+        raise OutputError(f"{out}: already exists (use --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory")
+
+
+def clean_stale(out: Path) -> list[Path]:
+    """Remove temporaries of earlier builds to `out` whose process is gone."""
+    removed = []
+    parent = out.parent if out.parent.exists() else None
+    if parent is None:
+        return removed
+    for tag in (TMP_TAG, OLD_TAG):
+        for p in parent.glob(f".{out.name}{tag}*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def relocate(recipe: Recipe, out: Path) -> Recipe:
+    """The recipe with model paths relative to `out`, so OUT/recipe.tr rebuilds as is."""
+    models = tuple(
+        dataclasses.replace(m, path=os.path.relpath(model_path(recipe, m.path).resolve(),
+                                                    out.resolve()))
+        for m in recipe.models
+    )
+    return dataclasses.replace(recipe, models=models, path=str(out / "recipe.tr"))
+
+
+def write_checkpoint(recipe: Recipe, plan: Plan, out: Path, *, force: bool = False,
+                     device: str = "cpu", on_progress: ProgressFn | None = None) -> None:
+    check_output(recipe, out, force=force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out.parent}: cannot create ({exc.strerror})") from None
+    clean_stale(out)
+    tmp = out.parent / f".{out.name}{TMP_TAG}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _mkdir(tmp)
+        execute(plan, tmp, device=device, on_progress=on_progress)
+        _write_metadata(recipe, plan, tmp, out)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir()
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot write ({exc.strerror})") from None
+
+
+def _write_metadata(recipe: Recipe, plan: Plan, tmp: Path, out: Path) -> None:
+    text = format_recipe(relocate(recipe, out))
+    files = {"config.json": plan.config_json, "recipe.tr": text,
+             "README.md": model_card(recipe, plan, text)}
+    if plan.index_json is not None:
+        files["model.safetensors.index.json"] = plan.index_json
+    for name, content in files.items():
+        _write(tmp / name, content.encode())
+    for src, name in plan.copy_files:
+        try:
+            shutil.copyfile(src, tmp / name)
+        except OSError as exc:
+            raise BuildError(f"{src}: cannot copy ({exc.strerror})") from None
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise BuildError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}{OLD_TAG}{os.getpid()}"
+        os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except OSError as exc:
+        if old is not None:
+            os.rename(old, out)
+        raise OutputError(f"{out}: cannot move the finished build into place "
+                          f"({exc.strerror}); another build may have written it") from None
+    _fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,508 @@
+"""Parse recipe text into the IR.
+
+Consumes: `.tr` text (grammar/tailor.lark).
+Produces: a `Recipe`, or raises `RecipeError` with every syntax and argument problem found.
+
+Two steps, as Lark recommends: Lark builds a parse tree with positions, then plain
+functions here walk it into frozen dataclasses. Checks that need no model files (argument
+types, known methods, duplicate settings) are done while walking and reported as
+diagnostics; checks against the models live in check.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from .recipe import (
+    DTYPES,
+    MERGE_METHODS,
+    Choose,
+    Drop,
+    Merge,
+    ModelDecl,
+    Name,
+    Op,
+    Open,
+    Percent,
+    Recipe,
+    Setting,
+    SlotDecl,
+    Take,
+    Value,
+)
+from .source import Diagnostic, RecipeError, Source, Span, did_you_mean, error
+
+TOP_SETTINGS = ("name", "base_model", "dtype")
+
+_GRAMMAR_PLACES = (
+    Path(__file__).parent / "grammar" / "tailor.lark",  # installed wheel
+    Path(__file__).parent.parent / "grammar" / "tailor.lark",  # source checkout
+)
+
+_local = threading.local()
+
+
+def _on_comment(token: Token) -> Token:
+    _local.comments.append(token)
+    return token
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    path = next(p for p in _GRAMMAR_PLACES if p.exists())
+    return Lark(
+        path.read_text(),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        lexer_callbacks={"COMMENT": _on_comment},
+    )
+
+
+def parse_file(path: str | Path) -> Recipe:
+    """Parse a recipe file; an unreadable file is a user error, not a traceback."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        diag = error(f"cannot read recipe: {reason}", Span.whole_file(str(path)))
+        raise RecipeError([diag]) from None
+    return parse(text, str(path))
+
+
+def parse(text: str, path: str = "<recipe>") -> Recipe:
+    source = Source(path, text)
+    _local.comments = []
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as exc:
+        raise RecipeError([_syntax_error(exc, path, text)], source) from None
+    comments = list(_local.comments)
+    builder = _Builder(path)
+    recipe = builder.recipe(tree, comments, text)
+    if builder.diags:
+        raise RecipeError(builder.diags, source)
+    return recipe
+
+
+# --- syntax errors ---------------------------------------------------------------
+
+_READABLE = {
+    "NAME": "a name", "INT": "a whole number", "NUMBER": "a number", "PERCENT": "a percentage",
+    "STRING": 'a quoted string', "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
+    "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','", "EQUAL": "'='", "DROP": "'drop'",
+    "OPEN": "'?'", "TAKE": "'take'", "MERGE": "'merge'", "CHOOSE": "'choose'",
+    "MODEL": "'model'", "SLOT": "'slot'", "SEARCH": "'search'", "__ANON_0": "'..'",
+    "LESSTHAN": "'<='", "MORETHAN": "'>='", "$END": "end of file",
+}
+
+
+def _expected(names: set[str]) -> str:
+    words = sorted({_READABLE.get(n, repr(n.strip('"').lower())) for n in names})
+    if len(words) > 6:
+        words = words[:6] + ["..."]
+    return ", ".join(words)
+
+
+def _syntax_error(exc: UnexpectedInput, path: str, text: str) -> Diagnostic:
+    line, col = max(exc.line, 1), max(exc.column, 1)
+    if isinstance(exc, UnexpectedCharacters):
+        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        return error(f"unexpected character {char!r}", Span(path, line, col, line, col + 1),
+                     hint=_syntax_hint(char))
+    if isinstance(exc, UnexpectedEOF) or (
+        isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    ):
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        return error(
+            f"unexpected end of file; expected {_expected(set(exc.expected))}",
+            Span(path, line, col, line, col + 1),
+        )
+    assert isinstance(exc, UnexpectedToken)
+    tok = exc.token
+    end = tok.end_column if tok.end_line == tok.line else col + 1
+    return error(
+        f"unexpected {tok.value!r}; expected {_expected(set(exc.expected))}",
+        Span(path, line, col, line, end or col + 1),
+        hint=_syntax_hint(tok.value),
+    )
+
+
+def _syntax_hint(found: str) -> str | None:
+    if found in {"layers", "layer_range", "slice", "slices"}:
+        return "slots are written 'slot 0..4 = take(base)' (half-open, like layer_range)"
+    if found == ":":
+        return "ranges are written with '..', e.g. 'slot 0..4 = take(base)'"
+    return None
+
+
+# --- tree -> IR ----------------------------------------------------------------------
+
+
+def _span(path: str, node: Tree | Token) -> Span:
+    if isinstance(node, Token):
+        return Span(path, node.line, node.column, node.end_line, node.end_column)
+    m = node.meta
+    return Span(path, m.line, m.column, m.end_line, m.end_column)
+
+
+class _Builder:
+    """Walks the parse tree; collects diagnostics instead of raising on the first one."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.diags: list[Diagnostic] = []
+
+    def err(self, msg: str, node: Tree | Token | Span, hint: str | None = None) -> None:
+        span = node if isinstance(node, Span) else _span(self.path, node)
+        self.diags.append(error(msg, span, hint))
+
+    # statements
+
+    def recipe(self, tree: Tree, comment_tokens: list[Token], text: str) -> Recipe:
+        models: list[ModelDecl] = []
+        slots: list[SlotDecl] = []
+        top: dict[str, Setting] = {}
+        search: list[Setting] | None = None
+        anchors: list[tuple[str, Tree]] = []
+        for stmt in tree.children:
+            kind = stmt.data
+            if kind == "model_decl":
+                decl = self.model_decl(stmt)
+                if any(m.name == decl.name for m in models):
+                    self.err(f"model '{decl.name}' is declared twice", stmt.children[0])
+                models.append(decl)
+                anchors.append((f"model:{decl.name}", stmt))
+            elif kind == "slot_decl":
+                decl = self.slot_decl(stmt)
+                slots.append(decl)
+                anchors.append((f"slot:{decl.start}", stmt))
+            elif kind == "setting":
+                setting = self.setting(stmt)
+                self.top_setting(setting, top, stmt)
+                anchors.append((setting.key, stmt))
+            else:
+                if search is not None:
+                    self.err("the search block is given twice", stmt)
+                search = self.search_block(stmt, anchors)
+                anchors.append(("search", stmt))
+        return Recipe(
+            models=tuple(models),
+            slots=tuple(slots),
+            name=self._top_value(top, "name", str),
+            base_model=self._top_value(top, "base_model", Name),
+            dtype=self._top_value(top, "dtype", Name),
+            search=tuple(search) if search is not None else None,
+            path=self.path,
+            settings_spans=tuple((k, s.value_span) for k, s in top.items() if s.value_span),
+            comments=_attach_comments(comment_tokens, anchors, text),
+        )
+
+    def model_decl(self, tree: Tree) -> ModelDecl:
+        name_tok, path_tok = tree.children
+        return ModelDecl(
+            name=str(name_tok),
+            path=_unquote(path_tok),
+            span=_span(self.path, name_tok),
+            path_span=_span(self.path, path_tok),
+        )
+
+    def slot_decl(self, tree: Tree) -> SlotDecl:
+        range_tree, op_tree = tree.children
+        bounds = [int(t) for t in range_tree.children]
+        start, stop = (bounds[0], bounds[0] + 1) if len(bounds) == 1 else bounds
+        if stop <= start:
+            self.err(
+                f"empty slot range {start}..{stop}",
+                range_tree,
+                hint=f"ranges are half-open: 'slot {start}..{start + 1}' is slot {start} alone",
+            )
+        return SlotDecl(start, stop, self.op(op_tree), span=_span(self.path, tree))
+
+    def setting(self, tree: Tree) -> Setting:
+        key_tok, op_tree, value_tree = tree.children
+        return Setting(
+            key=str(key_tok),
+            value=self.value(value_tree),
+            op=str(op_tree.children[0]),
+            span=_span(self.path, key_tok),
+            value_span=_span(self.path, value_tree),
+        )
+
+    def top_setting(self, setting: Setting, top: dict[str, Setting], tree: Tree) -> None:
+        key = setting.key
+        if key not in TOP_SETTINGS:
+            hint = "search settings go inside 'search { ... }'"
+            self.err(f"unknown setting '{key}' ({did_you_mean(key, TOP_SETTINGS)})",
+                     tree.children[0], hint=hint)
+        elif key in top:
+            self.err(f"'{key}' is set twice", tree.children[0])
+        elif setting.op != "=":
+            self.err(f"'{key}' takes '=', not '{setting.op}'", tree.children[1])
+        else:
+            top[key] = setting
+            self._check_top(setting)
+
+    def _check_top(self, s: Setting) -> None:
+        span = s.value_span or s.span
+        assert span is not None
+        if s.key == "name" and not isinstance(s.value, str):
+            self.err("'name' must be a quoted string", span)
+        elif s.key == "base_model" and not isinstance(s.value, Name):
+            self.err("'base_model' must be the name of a declared model", span)
+        elif s.key == "dtype":
+            v = s.value.id if isinstance(s.value, Name) else s.value
+            if v not in DTYPES:
+                self.err(f"unknown dtype {_show(s.value)} (known: {', '.join(DTYPES)})", span)
+
+    @staticmethod
+    def _top_value(top: dict[str, Setting], key: str, kind: type) -> str | None:
+        s = top.get(key)
+        if s is None or not isinstance(s.value, kind):
+            return None
+        value = s.value.id if isinstance(s.value, Name) else s.value
+        if key == "dtype" and value not in DTYPES:
+            return None
+        return value
+
+    def search_block(self, tree: Tree, anchors: list[tuple[str, Tree]]) -> list[Setting]:
+        settings: list[Setting] = []
+        for child in tree.children:
+            s = self.setting(child)
+            if any(prev.key == s.key for prev in settings):
+                self.err(f"search setting '{s.key}' is set twice", child.children[0])
+            settings.append(s)
+            anchors.append((f"search:{s.key}", child))
+        return settings
+
+    # operations
+
+    def op(self, tree: Tree) -> Op:
+        spans = (("op", _span(self.path, tree)),)
+        if tree.data == "drop":
+            return Drop(spans=spans)
+        if tree.data == "open":
+            return Open(spans=spans)
+        if tree.data == "choose":
+            options = tuple(self.op(t) for t in tree.children[1:])
+            for t, o in zip(tree.children[1:], options):
+                if isinstance(o, (Open, Choose)):
+                    self.err("choose(...) lists concrete operations, not '?' or choose", t)
+            return Choose(options, spans=spans)
+        keyword, args = tree.children
+        positional, kwargs, arg_spans = self.args(args)
+        spans = spans + tuple(arg_spans.items())
+        if tree.data == "take":
+            return self.take(tree, positional, kwargs, spans)
+        return self.merge(tree, positional, kwargs, spans)
+
+    def args(self, tree: Tree) -> tuple[list[Token], dict[str, tuple[Value, Tree]], dict]:
+        positional: list[Token] = []
+        kwargs: dict[str, tuple[Value, Tree]] = {}
+        spans: dict[str, Span] = {}
+        for arg in tree.children:
+            if arg.data == "positional":
+                tok = arg.children[0]
+                if kwargs:
+                    self.err(f"model '{tok}' is listed after keyword arguments", tok)
+                spans[f"models.{len(positional)}"] = _span(self.path, tok)
+                positional.append(tok)
+            else:
+                key_tok, value_tree = arg.children
+                if str(key_tok) in kwargs:
+                    self.err(f"argument '{key_tok}' is given twice", key_tok)
+                kwargs[str(key_tok)] = (self.value(value_tree), value_tree)
+                spans[str(key_tok)] = _span(self.path, arg)
+        return positional, kwargs, spans
+
+    def take(self, tree: Tree, models: list[Token], kwargs: dict, spans: tuple) -> Take:
+        if len(models) != 1:
+            got = ", ".join(map(str, models)) or "none"
+            self.err(f"take(...) takes exactly one model, got {got}", tree,
+                     hint="to combine several models use merge(...)")
+        self.known_kwargs("take", kwargs, ("layer", "scale"))
+        return Take(
+            model=str(models[0]) if models else "",
+            layer=self.int_arg(kwargs, "layer"),
+            scale=self.float_arg(kwargs, "scale", 0.0, None),
+            spans=spans,
+        )
+
+    def merge(self, tree: Tree, models: list[Token], kwargs: dict, spans: tuple) -> Merge:
+        names = tuple(str(m) for m in models)
+        for i, m in enumerate(models):
+            if str(m) in names[:i]:
+                self.err(f"model '{m}' is listed twice in merge(...)", m)
+        if not names:
+            self.err("merge(...) needs at least one model", tree)
+        method = self.name_arg(kwargs, "method", MERGE_METHODS) or "linear"
+        allowed = {
+            "linear": ("weights", "normalize"),
+            "task_arithmetic": ("weights", "normalize"),
+            "ties": ("weights", "normalize", "density"),
+            "slerp": ("t",),
+        }[method]
+        self.known_kwargs(f"merge(method={method})", kwargs, allowed + ("method", "layer", "scale"))
+        weights = self.weights_arg(kwargs, len(names))
+        t = self.float_arg(kwargs, "t", 0.0, 1.0)
+        if method in ("task_arithmetic", "ties") and weights is None and "weights" not in kwargs:
+            self.err(f"merge(method={method}) needs weights=[...], one per model", tree)
+        if method == "slerp":
+            if len(names) != 2:
+                self.err(f"slerp merges exactly two models, got {len(names)}", tree)
+            if "t" not in kwargs:
+                self.err("merge(method=slerp) needs t=... between 0 and 1", tree)
+        return Merge(
+            models=names,
+            method=method,
+            weights=weights,
+            normalize=self.bool_arg(kwargs, "normalize"),
+            density=self.float_arg(kwargs, "density", 0.0, 1.0, open_low=True),
+            t=t,
+            layer=self.int_arg(kwargs, "layer"),
+            scale=self.float_arg(kwargs, "scale", 0.0, None),
+            spans=spans,
+        )
+
+    # argument values
+
+    def known_kwargs(self, where: str, kwargs: dict, allowed: tuple[str, ...]) -> None:
+        for key, (_, tree) in kwargs.items():
+            if key not in allowed:
+                self.err(f"{where} has no argument '{key}' ({did_you_mean(key, allowed)})",
+                         tree.meta and _arg_span(self.path, tree) or tree)
+
+    def int_arg(self, kwargs: dict, key: str) -> int | None:
+        if key not in kwargs:
+            return None
+        value, tree = kwargs[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.err(f"'{key}' must be a whole number >= 0, got {_show(value)}", tree)
+            return None
+        return value
+
+    def float_arg(self, kwargs: dict, key: str, low: float, high: float | None,
+                  open_low: bool = False) -> float | None:
+        if key not in kwargs:
+            return None
+        value, tree = kwargs[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.err(f"'{key}' must be a number, got {_show(value)}", tree)
+            return None
+        too_low = value <= low if open_low else value < low
+        if too_low or (high is not None and value > high):
+            bound = f"in ({low:g}, {high:g}]" if open_low else (
+                f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}")
+            self.err(f"'{key}' must be {bound}, got {_show(value)}", tree)
+            return None
+        return float(value)
+
+    def bool_arg(self, kwargs: dict, key: str) -> bool | None:
+        if key not in kwargs:
+            return None
+        value, tree = kwargs[key]
+        if not isinstance(value, bool):
+            self.err(f"'{key}' must be true or false, got {_show(value)}", tree)
+            return None
+        return value
+
+    def name_arg(self, kwargs: dict, key: str, known: tuple[str, ...]) -> str | None:
+        if key not in kwargs:
+            return None
+        value, tree = kwargs[key]
+        name = value.id if isinstance(value, Name) else value
+        if name not in known:
+            self.err(f"unknown {key} {_show(value)} ({did_you_mean(str(name), known)})", tree)
+            return None
+        return name
+
+    def weights_arg(self, kwargs: dict, count: int) -> tuple[float, ...] | None:
+        if "weights" not in kwargs:
+            return None
+        value, tree = kwargs["weights"]
+        ok = isinstance(value, tuple) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if not ok:
+            self.err(f"'weights' must be a list of numbers, got {_show(value)}", tree)
+            return None
+        if len(value) != count:
+            self.err(f"'weights' lists {len(value)} number(s) for {count} model(s)", tree)
+            return None
+        return tuple(float(v) for v in value)
+
+    def value(self, tree: Tree) -> Value:
+        kind = tree.data
+        if kind == "list":
+            return tuple(self.value(c) for c in tree.children)
+        tok = tree.children[0]
+        text = str(tok)
+        if kind == "string":
+            return _unquote(tok)
+        if kind == "percent":
+            return Percent(float(text[:-1]))
+        if kind == "number":
+            return int(text) if text.lstrip("+-").isdigit() else float(text)
+        if text in ("true", "false"):
+            return text == "true"
+        return Name(text)
+
+
+def _arg_span(path: str, tree: Tree) -> Span:
+    return _span(path, tree)
+
+
+def _unquote(tok: Token) -> str:
+    body = str(tok)[1:-1]
+    return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
+
+
+def _show(value: Value) -> str:
+    if isinstance(value, Name):
+        return value.id
+    if isinstance(value, Percent):
+        return f"{value.value:g}%"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _attach_comments(tokens: list[Token], anchors: list[tuple[str, Tree]], text: str):
+    """Give each comment to the statement it sits above or at the end of."""
+    lines = text.splitlines()
+    out: list[tuple[str, list[str], str | None]] = [(a, [], None) for a, _ in anchors]
+    header: list[str] = []
+    footer: list[str] = []
+    starts = [t.meta.line for _, t in anchors]
+    ends = [t.meta.end_line for _, t in anchors]
+    for tok in tokens:
+        body = str(tok).rstrip()
+        own_line = lines[tok.line - 1][: tok.column - 1].strip() == ""
+        if not own_line:
+            i = max((k for k, e in enumerate(ends) if e == tok.line), default=None)
+            if i is not None:
+                out[i] = (out[i][0], out[i][1], body)
+                continue
+        nxt = next((k for k, s in enumerate(starts) if s > tok.line), None)
+        if nxt is None:
+            footer.append(body)
+        elif nxt == 0 and _blank_line_between(lines, tok.line, starts[0]):
+            header.append(body)
+        else:
+            out[nxt][1].append(body)
+    result = [("header", tuple(header), None)] if header else []
+    result += [(a, tuple(above), tr) for a, above, tr in out if above or tr]
+    if footer:
+        result.append(("footer", tuple(footer), None))
+    return tuple(result)
+
+
+def _blank_line_between(lines: list[str], after: int, before: int) -> bool:
+    return any(not lines[i - 1].strip() for i in range(after + 1, before))

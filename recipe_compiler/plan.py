@@ -1,0 +1,447 @@
+"""Lower a checked recipe to a streaming tensor plan.
+
+Consumes: a closed `Recipe` that `check` accepted, and its models' `ModelInfo`.
+Produces: a `Plan`: every output tensor with its final shard and byte range (so shard
+headers are known before any weight is read), and the tasks that fill them, ordered by
+where their inputs lie on disk (model, file, offset) so every input file is read front to
+back. Tensors copied unchanged become `Copy` tasks that the executor moves as bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from .index import DTYPE_SIZES, FLOAT_DTYPES, RECIPE_DTYPES, ModelInfo, TensorInfo
+from .recipe import Drop, Merge, Recipe, Take
+
+Models = dict[str, ModelInfo]
+
+
+class BuildError(Exception):
+    """A failure while executing a plan (I/O error, disk full, input changed); names the file."""
+
+
+DEFAULT_SHARD_SIZE = 5 * 1000**3  # like transformers' "5GB"
+COPIED_FILES = (
+    "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+    "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+    "spiece.model", "chat_template.jinja", "chat_template.json",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One input tensor: a byte range of a safetensors file."""
+
+    model: str
+    tensor: str
+    file: str
+    begin: int
+    end: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    @staticmethod
+    def of(model: str, t: TensorInfo) -> Read:
+        return Read(model, t.name, t.file, t.begin, t.end, t.dtype, t.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    shard: int
+    begin: int  # byte offsets in the shard's data section
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """Bytes unchanged: same dtype, no arithmetic."""
+
+    src: Read
+
+
+@dataclass(frozen=True, slots=True)
+class Convert:
+    """One input, cast to the output dtype and/or multiplied by `scale`."""
+
+    src: Read
+    scale: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Combine:
+    """A merge of several inputs, computed in float32 (see merge.py)."""
+
+    method: str
+    inputs: tuple[Read, ...]
+    weights: tuple[float, ...]
+    base: Read | None  # the base model's tensor at the same source layer (task arithmetic, ties)
+    normalize: bool
+    density: float
+    t: float
+    scale: float | None = None
+
+
+Expr = Union[Copy, Convert, Combine]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    out: Output
+    expr: Expr
+    keep: tuple[Read, ...] = ()  # inputs the next task reads too: keep them in memory
+
+    @property
+    def reads(self) -> tuple[Read, ...]:
+        e = self.expr
+        if isinstance(e, Combine):
+            return e.inputs + ((e.base,) if e.base is not None else ())
+        return (e.src,)
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    file_name: str
+    header: bytes  # the complete safetensors header, length prefix and padding included
+    data_size: int
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + self.data_size
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPlan:
+    """What one slot became, for `check`'s table, the plan listing and the model card."""
+
+    slot: int
+    out_layer: int | None  # None: dropped
+    op: str  # "take", "merge:linear", "drop"
+    sources: tuple[tuple[str, int], ...]  # (model, source layer)
+    params: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    base: str
+    dtype: str | None
+    shards: tuple[Shard, ...]
+    tasks: tuple[Task, ...]
+    slots: tuple[SlotPlan, ...]
+    config_json: str
+    index_json: str | None
+    copy_files: tuple[tuple[str, str], ...]  # (source path, name in the output dir)
+    params_before: int
+    params_after: int
+    peak_bytes: int
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(r.nbytes for t in self.tasks for r in t.reads)
+
+    @property
+    def write_bytes(self) -> int:
+        return sum(s.size for s in self.shards)
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        return tuple(t.out for t in self.tasks)
+
+
+# --- lowering --------------------------------------------------------------------------
+
+
+def lower(recipe: Recipe, models: Models, *, shard_size: int = DEFAULT_SHARD_SIZE) -> Plan:
+    base = models[recipe.base_name or ""]
+    out_dtype = RECIPE_DTYPES[recipe.dtype] if recipe.dtype else None
+    # output tensor name -> (how to make it, its dtype)
+    exprs: dict[str, tuple[Expr, str]] = {}
+    for name, t in base.non_layer().items():
+        dtype = _dtype_for(t, out_dtype)
+        exprs[name] = (_single(base.name, t, dtype, None), dtype)
+    slots = _slot_plans(recipe, models)
+    ops = recipe.ops()
+    for sp in slots:
+        if sp.out_layer is None:
+            continue
+        op = ops[sp.slot]
+        src_layer = sp.sources[0][1]
+        for suffix, ref in base.layer(0).items():
+            name = base.arch.layer_tensor(sp.out_layer, suffix)
+            dtype = _dtype_for(ref, out_dtype)
+            exprs[name] = (_layer_expr(op, suffix, src_layer, models, base, dtype), dtype)
+    outputs = _layout(exprs, shard_size)
+    tasks = _order(outputs, {n: e for n, (e, _) in exprs.items()}, recipe)
+    shards = _shards(outputs)
+    return Plan(
+        base=base.name,
+        dtype=recipe.dtype,
+        shards=shards,
+        tasks=tasks,
+        slots=slots,
+        config_json=_config(base, slots, recipe.dtype),
+        index_json=_index_json(shards, outputs),
+        copy_files=tuple((str(base.path / n), n) for n in COPIED_FILES
+                         if (base.path / n).is_file()),
+        params_before=base.param_count(),
+        params_after=sum(math.prod(o.shape) for o in outputs),
+        peak_bytes=_peak(tasks),
+    )
+
+
+def _dtype_for(ref: TensorInfo, out_dtype: str | None) -> str:
+    """Floating tensors take the recipe's dtype; others (and all, by default) keep the base's."""
+    return out_dtype if (out_dtype and ref.dtype in FLOAT_DTYPES) else ref.dtype
+
+
+def _single(model: str, t: TensorInfo, dtype: str, scale: float | None) -> Expr:
+    read = Read.of(model, t)
+    if dtype == t.dtype and scale in (None, 1.0):
+        return Copy(read)
+    return Convert(read, scale)
+
+
+def _layer_expr(op: Take | Merge, suffix: str, layer: int, models: Models, base: ModelInfo,
+                dtype: str) -> Expr:
+    scale = op.scale if op.scale is not None and base.arch.is_scaled(suffix) else None
+    if isinstance(op, Take):
+        return _single(op.model, models[op.model].layer(layer)[suffix], dtype, scale)
+    inputs = tuple(Read.of(m, models[m].layer(layer)[suffix]) for m in op.models)
+    needs_base = op.method in ("task_arithmetic", "ties")
+    return Combine(
+        method=op.method,
+        inputs=inputs,
+        weights=op.weights or tuple(1.0 for _ in inputs),
+        base=Read.of(base.name, base.layer(layer)[suffix]) if needs_base else None,
+        normalize=op.normalize if op.normalize is not None else op.method in ("linear", "ties"),
+        density=op.density if op.density is not None else 1.0,
+        t=op.t if op.t is not None else 0.5,
+        scale=scale,
+    )
+
+
+def _slot_plans(recipe: Recipe, models: Models) -> tuple[SlotPlan, ...]:
+    base = models[recipe.base_name or ""]
+    layer_params = base.layer_param_count(0) if base.num_layers else 0
+    plans, out = [], 0
+    for i, op in enumerate(recipe.ops()):
+        if isinstance(op, Drop):
+            plans.append(SlotPlan(i, None, "drop", (), 0))
+            continue
+        src = op.layer if op.layer is not None else i
+        names = (op.model,) if isinstance(op, Take) else op.models
+        kind = "take" if isinstance(op, Take) else f"merge:{op.method}"
+        plans.append(SlotPlan(i, out, kind, tuple((n, src) for n in names), layer_params))
+        out += 1
+    return tuple(plans)
+
+
+def natural_key(name: str) -> tuple:
+    """`model.layers.10.x` sorts after `model.layers.9.x`."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def _layout(exprs: dict[str, tuple[Expr, str]], shard_size: int) -> tuple[Output, ...]:
+    """Place every output tensor in a shard, like transformers' sharding: in name order,
+    starting a new shard when the next tensor would overflow the current one."""
+    outputs, shard, offset = [], 0, 0
+    for name in sorted(exprs, key=natural_key):
+        expr, dtype = exprs[name]
+        shape = _first_input(expr).shape  # check.py made every source match the base's shape
+        nbytes = math.prod(shape) * DTYPE_SIZES[dtype]
+        if offset > 0 and offset + nbytes > shard_size:
+            shard, offset = shard + 1, 0
+        outputs.append(Output(name, dtype, shape, shard, offset, offset + nbytes))
+        offset += nbytes
+    return tuple(outputs)
+
+
+def _first_input(expr: Expr) -> Read:
+    return expr.inputs[0] if isinstance(expr, Combine) else expr.src
+
+
+def _shard_names(count: int) -> list[str]:
+    if count == 1:
+        return ["model.safetensors"]
+    return [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+
+
+def _shards(outputs: tuple[Output, ...]) -> tuple[Shard, ...]:
+    count = max(o.shard for o in outputs) + 1
+    names = _shard_names(count)
+    shards = []
+    for k in range(count):
+        mine = [o for o in outputs if o.shard == k]
+        header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+        for o in mine:
+            header[o.name] = {"dtype": o.dtype, "shape": list(o.shape),
+                              "data_offsets": [o.begin, o.end]}
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        data = mine[-1].end if mine else 0
+        shards.append(Shard(names[k], len(raw).to_bytes(8, "little") + raw, data))
+    return tuple(shards)
+
+
+def _index_json(shards: tuple[Shard, ...], outputs: tuple[Output, ...]) -> str | None:
+    if len(shards) == 1:
+        return None
+    index = {
+        "metadata": {"total_size": sum(o.nbytes for o in outputs)},
+        "weight_map": {o.name: shards[o.shard].file_name for o in outputs},
+    }
+    return json.dumps(index, indent=2) + "\n"
+
+
+def _order(outputs: tuple[Output, ...], exprs: dict[str, Expr], recipe: Recipe
+           ) -> tuple[Task, ...]:
+    """Order tasks by where their first input lies, so each input file is read front to back,
+    and mark the inputs that the next task needs again (kept instead of re-read)."""
+    rank = {m.name: i for i, m in enumerate(recipe.models)}
+
+    def where(o: Output) -> tuple:
+        r = _first_input(exprs[o.name])
+        return (rank.get(r.model, len(rank)), r.file, r.begin, natural_key(o.name))
+
+    ordered = sorted(outputs, key=where)
+    tasks = [Task(o, exprs[o.name]) for o in ordered]
+    for i in range(len(tasks) - 1):
+        if isinstance(tasks[i].expr, Copy) or isinstance(tasks[i + 1].expr, Copy):
+            continue
+        nxt = set(tasks[i + 1].reads)
+        keep = tuple(r for r in tasks[i].reads if r in nxt)
+        if keep:
+            tasks[i] = Task(tasks[i].out, tasks[i].expr, keep)
+    return tuple(tasks)
+
+
+def task_memory(task: Task) -> int:
+    """Bytes a task holds at once: its inputs raw and as float32, plus its float32 result."""
+    if isinstance(task.expr, Copy):
+        return 0
+    numel = math.prod(task.out.shape)
+    inputs = sum(r.nbytes + 4 * math.prod(r.shape) for r in dict.fromkeys(task.reads))
+    return inputs + 8 * numel + task.out.nbytes
+
+
+def _peak(tasks: tuple[Task, ...]) -> int:
+    peak, kept = 0, 0
+    for t in tasks:
+        peak = max(peak, kept + task_memory(t))
+        kept = sum(4 * math.prod(r.shape) for r in t.keep)
+    return peak
+
+
+def _config(base: ModelInfo, slots: tuple[SlotPlan, ...], dtype: str | None) -> str:
+    config = dict(base.config)
+    kept = [sp.sources[0][1] for sp in slots if sp.out_layer is not None]
+    config[base.arch.num_layers_key] = len(kept)
+    for key in base.arch.per_layer_config:
+        values = config.get(key)
+        if isinstance(values, list) and len(values) == base.num_layers:
+            config[key] = [values[i] for i in kept]
+    if dtype:
+        keys = [k for k in ("torch_dtype", "dtype") if k in config] or ["torch_dtype"]
+        for k in keys:
+            config[k] = dtype
+    return json.dumps(config, indent=2) + "\n"
+
+
+def model_dir_files(path: Path) -> list[str]:
+    return [n for n in COPIED_FILES if (path / n).is_file()]
+
+
+# --- the readable listing (`tailorc plan`) ------------------------------------------
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def describe(expr: Expr) -> str:
+    if isinstance(expr, Copy):
+        return f"copy    {expr.src.model}:{expr.src.tensor}"
+    if isinstance(expr, Convert):
+        scale = f" x{expr.scale:g}" if expr.scale is not None else ""
+        return f"convert {expr.src.model}:{expr.src.tensor} {expr.src.dtype}{scale}"
+    parts = ", ".join(f"{r.model} {w:g}" for r, w in zip(expr.inputs, expr.weights))
+    extra = f" base={expr.base.model}" if expr.base is not None else ""
+    if expr.method == "slerp":
+        parts, extra = ", ".join(r.model for r in expr.inputs), f" t={expr.t:g}"
+    if expr.method == "ties":
+        extra += f" density={expr.density:g}"
+    scale = f" x{expr.scale:g}" if expr.scale is not None else ""
+    src_layer = expr.inputs[0].tensor
+    return f"{expr.method}({parts}{extra}){scale} of {src_layer}"
+
+
+def format_plan(plan: Plan, *, verbose: bool = False) -> str:
+    kept = sum(1 for s in plan.slots if s.out_layer is not None)
+    removed = 1 - plan.params_after / plan.params_before if plan.params_before else 0.0
+    copies = sum(1 for t in plan.tasks if isinstance(t.expr, Copy))
+    lines = [
+        f"base model   {plan.base}    dtype {plan.dtype or '(as base)'}",
+        f"layers       {kept} kept of {len(plan.slots)} slots",
+        f"parameters   {human_count(plan.params_before)} -> {human_count(plan.params_after)} "
+        f"({removed:.1%} removed)",
+        f"tensors      {len(plan.tasks)} written: {copies} copied as bytes, "
+        f"{len(plan.tasks) - copies} computed",
+        f"read         {human_bytes(plan.read_bytes)}",
+        f"written      {human_bytes(plan.write_bytes)} in {len(plan.shards)} shard(s)",
+        f"peak memory  {human_bytes(plan.peak_bytes)} of tensors held at once (predicted)",
+        "",
+        "slot  layer  operation             sources (model:layer)",
+    ]
+    for s in plan.slots:
+        out = "-" if s.out_layer is None else str(s.out_layer)
+        src = ", ".join(f"{m}:{i}" for m, i in s.sources) or "-"
+        lines.append(f"{s.slot:<5} {out:<6} {s.op:<21} {src}")
+    lines += ["", "reads, in order"]
+    lines += [f"  {model:<10} {Path(file).name:<40} {n:>5} tensors  {human_bytes(size)}"
+              for (model, file), (n, size) in _reads_by_file(plan).items()]
+    lines += ["", "output shards"]
+    for k, shard in enumerate(plan.shards):
+        n = sum(1 for t in plan.tasks if t.out.shard == k)
+        lines.append(f"  {shard.file_name:<40} {n:>5} tensors  {human_bytes(shard.size)}")
+    if verbose:
+        lines += ["", "tasks, in order"]
+        lines += [f"  {t.out.name:<48} {t.out.dtype:<5} <- {describe(t.expr)}"
+                  for t in plan.tasks]
+    return "\n".join(lines) + "\n"
+
+
+def _reads_by_file(plan: Plan) -> dict[tuple[str, str], tuple[int, int]]:
+    """Files in the order the plan first reads them, with tensor counts and bytes."""
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for t in plan.tasks:
+        for r in t.reads:
+            n, size = out.get((r.model, r.file), (0, 0))
+            out[(r.model, r.file)] = (n + 1, size + r.nbytes)
+    return out

@@ -1,0 +1,122 @@
+"""Print the IR back as canonical `.tr` text.
+
+Consumes: a `Recipe` (from the parser or built by the search).
+Produces: text such that `parse(format_recipe(r)) == r`.
+
+Canonical form: header settings first (name, models, base_model, dtype), then slots in the
+order written with aligned `=`, then the search block; keyword arguments in a fixed order;
+numbers in their shortest exact form; comments kept where they were.
+"""
+
+from __future__ import annotations
+
+from .recipe import Choose, Drop, Merge, Name, Op, Open, Percent, Recipe, Setting, Take, Value
+
+
+def format_value(value: Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Name):
+        return value.id
+    if isinstance(value, Percent):
+        v = value.value
+        return f"{int(v) if v == int(v) else v!r}%"
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return _num(value)
+
+
+def _num(x: int | float) -> str:
+    if isinstance(x, int):
+        return str(x)
+    if x == int(x) and abs(x) < 1e15:
+        return f"{int(x)}.0"
+    return repr(x)
+
+
+def format_op(op: Op) -> str:
+    if isinstance(op, Drop):
+        return "drop"
+    if isinstance(op, Open):
+        return "?"
+    if isinstance(op, Choose):
+        return "choose(" + ", ".join(format_op(o) for o in op.options) + ")"
+    if isinstance(op, Take):
+        args = [op.model] + _kw(layer=op.layer, scale=op.scale)
+        return f"take({', '.join(args)})"
+    assert isinstance(op, Merge)
+    kw = _kw(
+        weights=op.weights,
+        method=Name(op.method),
+        t=op.t,
+        density=op.density,
+        normalize=op.normalize,
+        layer=op.layer,
+        scale=op.scale,
+    )
+    return f"merge({', '.join(list(op.models) + kw)})"
+
+
+def _kw(**kwargs: Value | None) -> list[str]:
+    return [f"{k}={format_value(v)}" for k, v in kwargs.items() if v is not None]
+
+
+def format_recipe(recipe: Recipe) -> str:
+    out = _Out(recipe)
+    out.block("header")
+    if recipe.name is not None:
+        out.stmt("name", f"name = {format_value(recipe.name)}")
+    for m in recipe.models:
+        out.stmt(f"model:{m.name}", f"model {m.name} = {format_value(m.path)}")
+    if recipe.base_model is not None:
+        out.stmt("base_model", f"base_model = {recipe.base_model}")
+    if recipe.dtype is not None:
+        out.stmt("dtype", f"dtype = {recipe.dtype}")
+    if recipe.slots:
+        out.blank()
+        heads = [_slot_head(d.start, d.stop) for d in recipe.slots]
+        width = max(len(h) for h in heads)
+        for head, decl in zip(heads, recipe.slots):
+            out.stmt(f"slot:{decl.start}", f"{head.ljust(width)} = {format_op(decl.op)}")
+    if recipe.search is not None:
+        out.blank()
+        out.stmt("search", "search {")
+        for s in recipe.search:
+            out.stmt(f"search:{s.key}", "  " + _setting(s))
+        out.lines.append("}")
+    out.block("footer")
+    return "\n".join(out.lines).strip("\n") + "\n"
+
+
+def _slot_head(start: int, stop: int) -> str:
+    return f"slot {start}" if stop == start + 1 else f"slot {start}..{stop}"
+
+
+def _setting(s: Setting) -> str:
+    return f"{s.key} {s.op} {format_value(s.value)}"
+
+
+class _Out:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.lines: list[str] = []
+
+    def blank(self) -> None:
+        if self.lines and self.lines[-1] != "":
+            self.lines.append("")
+
+    def block(self, anchor: str) -> None:
+        above, _ = self.recipe.comments_for(anchor)
+        if above:
+            self.blank()
+            self.lines.extend(above)
+            self.lines.append("")
+
+    def stmt(self, anchor: str, text: str) -> None:
+        above, trailing = self.recipe.comments_for(anchor)
+        indent = text[: len(text) - len(text.lstrip())]
+        self.lines.extend(indent + c for c in above)
+        self.lines.append(f"{text}  {trailing}" if trailing else text)

@@ -1,0 +1,1 @@
+"""A tiny trained model family (base + fine-tunes) and its evaluation tasks."""
