@@ -38,6 +38,7 @@ from .recipe import (
 from .source import Diagnostic, RecipeError, Source, Span, did_you_mean, error
 
 TOP_SETTINGS = ("name", "base_model", "dtype")
+MAX_SLOTS = 1 << 16  # far beyond any real model; keeps a typo from allocating billions
 
 _GRAMMAR_PLACES = (
     Path(__file__).parent / "grammar" / "tailor.lark",  # installed wheel
@@ -217,6 +218,9 @@ class _Builder:
         range_tree, op_tree = tree.children
         bounds = [int(t) for t in range_tree.children]
         start, stop = (bounds[0], bounds[0] + 1) if len(bounds) == 1 else bounds
+        if stop > MAX_SLOTS:
+            self.err(f"slot {stop - 1} is beyond the limit of {MAX_SLOTS} slots", range_tree)
+            start, stop = min(start, MAX_SLOTS), min(stop, MAX_SLOTS)
         if stop <= start:
             self.err(
                 f"empty slot range {start}..{stop}",
@@ -298,6 +302,7 @@ class _Builder:
         keyword, args = tree.children
         positional, kwargs, arg_spans = self.args(args)
         spans = spans + tuple(arg_spans.items())
+        self.arg_spans = arg_spans
         if tree.data == "take":
             return self.take(tree, positional, kwargs, spans)
         return self.merge(tree, positional, kwargs, spans)
@@ -376,7 +381,7 @@ class _Builder:
         for key, (_, tree) in kwargs.items():
             if key not in allowed:
                 self.err(f"{where} has no argument '{key}' ({did_you_mean(key, allowed)})",
-                         tree.meta and _arg_span(self.path, tree) or tree)
+                         self.arg_spans.get(key) or tree)
 
     def int_arg(self, kwargs: dict, key: str) -> int | None:
         if key not in kwargs:
@@ -451,10 +456,6 @@ class _Builder:
         if text in ("true", "false"):
             return text == "true"
         return Name(text)
-
-
-def _arg_span(path: str, tree: Tree) -> Span:
-    return _span(path, tree)
 
 
 def _unquote(tok: Token) -> str:

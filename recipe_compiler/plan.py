@@ -151,9 +151,17 @@ class Plan:
     params_after: int
     peak_bytes: int
 
+    def fresh_reads(self) -> list[Read]:
+        """Every read from disk, in order: a task's inputs, less those the previous task kept."""
+        reads, kept = [], set()
+        for t in self.tasks:
+            reads += [r for r in dict.fromkeys(t.reads) if r not in kept]
+            kept = set(t.keep)
+        return reads
+
     @property
     def read_bytes(self) -> int:
-        return sum(r.nbytes for t in self.tasks for r in t.reads)
+        return sum(r.nbytes for r in self.fresh_reads())
 
     @property
     def write_bytes(self) -> int:
@@ -440,8 +448,7 @@ def format_plan(plan: Plan, *, verbose: bool = False) -> str:
 def _reads_by_file(plan: Plan) -> dict[tuple[str, str], tuple[int, int]]:
     """Files in the order the plan first reads them, with tensor counts and bytes."""
     out: dict[tuple[str, str], tuple[int, int]] = {}
-    for t in plan.tasks:
-        for r in t.reads:
-            n, size = out.get((r.model, r.file), (0, 0))
-            out[(r.model, r.file)] = (n + 1, size + r.nbytes)
+    for r in plan.fresh_reads():
+        n, size = out.get((r.model, r.file), (0, 0))
+        out[(r.model, r.file)] = (n + 1, size + r.nbytes)
     return out
