@@ -211,7 +211,9 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(requested: str | None) -> str:
+def _device(requested: str | None, needed: bool = True) -> str:
+    if not needed and requested in (None, "cpu"):
+        return "cpu"  # a take/drop build computes nothing: skip importing torch
     import torch
 
     if requested is None:
@@ -235,15 +237,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
 
     from .output import OutputError, check_output, write_checkpoint
-    from .plan import human_bytes, human_count, lower
+    from .plan import Copy, human_bytes, human_count, lower
 
     recipe, models, _ = _checked(args.recipe, require_closed=True)
     try:
         check_output(recipe, args.output, force=args.force)
     except OutputError as exc:
         raise UserError(str(exc)) from None
-    device = _device(args.device)
     plan = lower(recipe, models, shard_size=args.shard_size)
+    device = _device(args.device, needed=not all(isinstance(t.expr, Copy) for t in plan.tasks))
     started = time.perf_counter()
     columns = (TextColumn("building"), BarColumn(), MofNCompleteColumn(),
                TextColumn("tensors"), DownloadColumn(), TransferSpeedColumn(),

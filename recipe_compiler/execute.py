@@ -8,7 +8,8 @@ Shard files are laid out up front (header written, file sized), then tasks run i
 order and write their bytes at their planned offsets. `Copy` tasks move bytes file to file
 (`copy_file_range`, no tensor is made); other tasks read their inputs, compute in float32
 on the chosen device, and write the result. Memory held is one task's inputs, plus those
-the next task reads again.
+the next task reads again. torch is imported only when a task computes: a take/drop
+build is pure byte copies and starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -17,18 +18,15 @@ import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .merge import combine
 from .plan import BuildError, Combine, Convert, Copy, Output, Plan, Read, Task
 
-TORCH_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
-}
+if TYPE_CHECKING:
+    import torch
+
 CHUNK = 16 * 1024 * 1024
 
 
@@ -41,6 +39,17 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
+
+
+@cache
+def torch_dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {
+        "F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+        "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+        "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    }
 
 
 class _Inputs:
@@ -58,7 +67,9 @@ class _Inputs:
         return self.fds[path]
 
     def read(self, r: Read) -> torch.Tensor:
-        dtype = TORCH_DTYPES.get(r.dtype)
+        import torch
+
+        dtype = torch_dtypes().get(r.dtype)
         if dtype is None:
             raise BuildError(f"{r.file}: tensor '{r.tensor}' has dtype {r.dtype}, which tailor "
                              "cannot compute with (it can only copy it unchanged)")
@@ -81,12 +92,16 @@ class _Inputs:
 
 
 def _as_float(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    import torch
+
     return t.to(device=device, dtype=torch.float32)
 
 
 def compute(task: Task, inputs: _Inputs, held: dict[Read, torch.Tensor],
             device: torch.device) -> torch.Tensor:
     """The output tensor of a non-copy task, in its output dtype, on the CPU."""
+    from .merge import combine
+
     def value(r: Read) -> torch.Tensor:
         if r not in held:
             held[r] = _as_float(inputs.read(r), device)
@@ -101,10 +116,12 @@ def compute(task: Task, inputs: _Inputs, held: dict[Read, torch.Tensor],
         assert isinstance(expr, Combine)
         xs = [value(r) for r in expr.inputs]
         out = combine(expr, xs, value(expr.base) if expr.base is not None else None)
-    return out.to(TORCH_DTYPES[task.out.dtype]).cpu()
+    return out.to(torch_dtypes()[task.out.dtype]).cpu()
 
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    import torch
+
     flat = t.contiguous().reshape(-1)
     return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
 
@@ -184,7 +201,7 @@ def execute(plan: Plan, out_dir: Path, *, device: str = "cpu",
             on_progress: ProgressFn | None = None) -> None:
     """Write the plan's shards into `out_dir`. On error, files may be partial: the caller
     builds into a temporary directory and removes it (see output.py)."""
-    dev = torch.device(device)
+    dev = _device(plan, device)
     inputs, shards = _Inputs(), None
     try:
         shards = _ShardFiles(plan, out_dir)
@@ -205,6 +222,8 @@ def execute(plan: Plan, out_dir: Path, *, device: str = "cpu",
 def execute_to_state_dict(plan: Plan, *, device: str = "cpu",
                           on_progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
     """Assemble the planned model in memory (for evaluation without writing a checkpoint)."""
+    import torch
+
     dev = torch.device(device)
     inputs, out = _Inputs(), {}
     try:
@@ -219,6 +238,14 @@ def execute_to_state_dict(plan: Plan, *, device: str = "cpu",
     finally:
         inputs.close()
     return out
+
+
+def _device(plan: Plan, device: str) -> torch.device | None:
+    if all(isinstance(t.expr, Copy) for t in plan.tasks):
+        return None  # nothing to compute: no need to load torch
+    import torch
+
+    return torch.device(device)
 
 
 def _with_progress(plan: Plan, on_progress: ProgressFn | None):

@@ -31,18 +31,28 @@ def combine(expr: Combine, xs: list[torch.Tensor], base: torch.Tensor | None) ->
     return out * expr.scale if expr.scale is not None else out
 
 
+def _weighted_sum(ts, weights: tuple[float, ...]) -> torch.Tensor:
+    """w0*t0 + w1*t1 + ..., left to right, one temporary at a time."""
+    out = None
+    for w, t in zip(weights, ts):
+        term = w * t
+        out = term if out is None else out.add_(term)
+    assert out is not None
+    return out
+
+
 def linear(xs: list[torch.Tensor], weights: tuple[float, ...], normalize: bool) -> torch.Tensor:
-    out = sum(w * x for w, x in zip(weights, xs))
+    out = _weighted_sum(xs, weights)
     total = sum(weights)
-    return out / total if normalize and total != 0 else out
+    return out.div_(total) if normalize and total != 0 else out
 
 
 def task_arithmetic(xs: list[torch.Tensor], base: torch.Tensor, weights: tuple[float, ...],
                     normalize: bool) -> torch.Tensor:
-    delta = sum(w * (x - base) for w, x in zip(weights, xs))
+    delta = _weighted_sum((x - base for x in xs), weights)
     total = sum(weights)
     if normalize and total != 0:
-        delta = delta / total
+        delta.div_(total)
     return base + delta
 
 

@@ -150,3 +150,19 @@ def _layer_of(name, prefix):
 def _layers(model):
     base = getattr(model, model.base_model_prefix)
     return getattr(base, "layers", None) or getattr(base, "h")
+
+
+def test_assembled_in_memory_equals_built_checkpoint(arch_family, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from recipe_compiler.assemble import assemble
+
+    root = arch_family("gpt2")  # tied embeddings: the head must follow the embedding
+    recipe = parse(RECIPE.format(dtype=""), str(root / "r.tr"))
+    models, _ = load_and_check(recipe, require_closed=True)
+    write_checkpoint(recipe, lower(recipe, models), tmp_path / "out")
+    built = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    in_memory = assemble(recipe, models)
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    with torch.no_grad():
+        assert torch.equal(built(ids).logits, in_memory(ids).logits)

@@ -1,0 +1,152 @@
+"""Benchmark `tailorc build` against `cp` of the same input files.
+
+Makes two random Llama-architecture families (bf16; base + one fine-tune): one of a few
+hundred MB per model and one three times larger. For each, builds a take/drop recipe (25% of
+layers removed: every tensor is a byte copy) and a recipe that merges half of the slots, and
+times `cp` of the input shards as the disk's limit. Runs alternate; the table shows medians.
+Peak RSS is each process's own maximum resident set (from wait4).
+
+    python bench/build.py [--runs 3] [--work /tmp/tailor-bench] [--scale 1]
+
+Page cache is warm after the first run (every tool sees the same warm cache). tailorc
+fsyncs its output before renaming it into place, so `cp + sync` is the fair disk limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HIDDEN, INTER, VOCAB = 1024, 2816, 32000
+
+
+def make_model(path: Path, layers: int, seed: int) -> None:
+    """A Llama-shaped checkpoint in bf16, in shards of about 1 GB like real ones."""
+    import torch
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=g) * 0.02).to(torch.bfloat16)
+
+    tensors = {"model.embed_tokens.weight": rand(VOCAB, HIDDEN),
+               "model.norm.weight": torch.ones(HIDDEN, dtype=torch.bfloat16),
+               "lm_head.weight": rand(VOCAB, HIDDEN)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            tensors[f"{p}self_attn.{name}.weight"] = rand(HIDDEN, HIDDEN)
+        tensors[f"{p}mlp.gate_proj.weight"] = rand(INTER, HIDDEN)
+        tensors[f"{p}mlp.up_proj.weight"] = rand(INTER, HIDDEN)
+        tensors[f"{p}mlp.down_proj.weight"] = rand(HIDDEN, INTER)
+        tensors[f"{p}input_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.bfloat16)
+        tensors[f"{p}post_attention_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.bfloat16)
+    shards, current, size, limit = [], {}, 0, 1_000_000_000
+    for name, t in tensors.items():
+        if current and size + t.numel() * 2 > limit:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = t
+        size += t.numel() * 2
+    shards.append(current)
+    weight_map = {}
+    for k, shard in enumerate(shards):
+        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, path / fname, metadata={"format": "pt"})
+        weight_map.update({n: fname for n in shard})
+    (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+              "hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": layers,
+              "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": VOCAB,
+              "torch_dtype": "bfloat16", "rms_norm_eps": 1e-5}
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def recipes(root: Path, layers: int) -> dict[str, Path]:
+    keep = layers - layers // 4
+    head = 'model base = "base"\nmodel ft = "ft"\n'
+    prune = head + f"slot 0..{keep - 1} = take(base)\nslot {keep - 1}..{layers - 1} = drop\n" \
+        f"slot {layers - 1} = take(base)\n"
+    half = layers // 2
+    merges = head + f"slot 0..{half} = take(base)\n" \
+        f"slot {half}..{layers} = merge(base, ft, weights=[0.5, 0.5], method=linear)\n"
+    out = {}
+    for name, text in (("take/drop", prune), ("merges", merges)):
+        path = root / f"{name.replace('/', '_')}.tr"
+        path.write_text(text)
+        out[name] = path
+    return out
+
+
+def run(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def bench_family(root: Path, layers: int, runs: int) -> list[tuple]:
+    if not (root / "ft" / "config.json").exists():
+        # in a child process, so this process stays small: a child's peak RSS counts the
+        # memory of the process it was forked from
+        for name, seed in (("base", 1), ("ft", 2)):
+            subprocess.run([sys.executable, __file__, "--make", str(root / name), str(layers),
+                            str(seed)], check=True)
+    inputs = sorted((root / "base").glob("*.safetensors"))
+    in_bytes = sum(p.stat().st_size for p in inputs)
+    tailorc = str(Path(sys.executable).parent / "tailorc")
+    cp = ["cp", *map(str, inputs), str(root / "cp-out")]
+    jobs = {"cp (base shards)": cp,
+            "cp + sync": ["sh", "-c", " ".join(cp) + " && sync"]}
+    for name, recipe in recipes(root, layers).items():
+        jobs[f"tailorc {name}"] = [tailorc, "build", str(recipe), "-o", str(root / "out"),
+                                   "--force", "--device", "cpu"]
+    results: dict[str, list[tuple[float, int]]] = {k: [] for k in jobs}
+    for _ in range(runs):
+        for name, cmd in jobs.items():  # alternate tools within each round
+            shutil.rmtree(root / "cp-out", ignore_errors=True)
+            (root / "cp-out").mkdir()
+            results[name].append(run(cmd))
+    rows = []
+    for name, samples in results.items():
+        wall = statistics.median(s[0] for s in samples)
+        rss = max(s[1] for s in samples)
+        written = in_bytes if name.startswith("cp") else sum(
+            p.stat().st_size for p in (root / "out").glob("*.safetensors"))
+        rows.append((f"{in_bytes / 1e6:.0f} MB", name, wall, written / wall / 1e6, rss / 1e6))
+    return rows
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--make":
+        make_model(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/tailor-bench"))
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply model sizes")
+    args = ap.parse_args()
+    small = max(2, int(12 * args.scale))
+    rows = []
+    for layers in (small, 3 * small + 6):  # the larger one has ~3x the bytes
+        rows += bench_family(args.work / f"L{layers}", layers, args.runs)
+    print(f"{'model':>8}  {'job':<20} {'wall s':>8} {'MB/s':>8} {'peak RSS MB':>12}")
+    for size, name, wall, rate, rss in rows:
+        print(f"{size:>8}  {name:<20} {wall:>8.2f} {rate:>8.0f} {rss:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()

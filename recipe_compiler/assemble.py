@@ -1,0 +1,63 @@
+"""Assemble a recipe's model in memory, without writing a checkpoint.
+
+Consumes: a closed recipe file (or a checked `Recipe` and its models).
+Produces: a `transformers` causal LM with the recipe's layers — the same tensors
+`tailorc build` would write (same plan, same executor), for evaluation. The tokenizer is
+the base model's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .check import Models, load_and_check
+from .parser import parse_file
+from .plan import lower
+from .recipe import Recipe
+from .source import RecipeError, Source
+
+
+def load_recipe(path: Path) -> tuple[Recipe, Models]:
+    recipe = parse_file(path)
+    models, diags = load_and_check(recipe, require_closed=True)
+    errors = [d for d in diags if d.severity == "error"]
+    if errors:
+        raise RecipeError(errors, Source(str(path), path.read_text(encoding="utf-8")))
+    return recipe, models
+
+
+def assemble(recipe: Recipe, models: Models, *, device: str = "cpu"):
+    """The recipe's model, in eval mode on `device`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .execute import execute_to_state_dict
+
+    plan = lower(recipe, models)
+    config_dict = json.loads(plan.config_json)
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    state = execute_to_state_dict(plan, device="cpu")
+    dtype = next(iter(state.values())).dtype
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    tied = {k for k in missing if _tied_to_loaded(model, k, state)}
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"assembled tensors do not fit {config.architectures}: missing "
+                           f"{sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]}")
+    return model.to(device).eval()
+
+
+def _tied_to_loaded(model, name: str, state: dict) -> bool:
+    """A missing head that shares storage with a loaded embedding is fine (tied weights)."""
+    param = model.get_parameter(name)
+    return any(param.data_ptr() == model.get_parameter(k).data_ptr()
+               for k in state if k != name and _is_param(model, k))
+
+
+def _is_param(model, name: str) -> bool:
+    try:
+        model.get_parameter(name)
+    except AttributeError:
+        return False
+    return True
