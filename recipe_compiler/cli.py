@@ -9,6 +9,7 @@ Produces: checkpoints, listings and diagnostics on the terminal; exit status 0 (
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -119,13 +120,64 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--check", action="store_true",
                        help="exit 1 if the file is not in canonical form")
 
-    z = command("zoo", "make a tiny model family to try tailor on",
-                "Write DIR/base, DIR/math, DIR/code: a tiny Llama family.")
+    z = command("zoo", "train a tiny model family (base + fine-tunes) and its tasks",
+                "Train DIR/base (a 12-layer Llama on a mixture of skills) and one fine-tune "
+                "per skill (DIR/math, DIR/code, ...), with held-out tasks in DIR/tasks/ "
+                "(validation split in DIR/tasks/val/). Deterministic from --seed.")
     z.add_argument("dir", type=Path, metavar="DIR")
     z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--quick", action="store_true", help="a smaller zoo in seconds (for tests)")
     z.add_argument("--random", action="store_true",
-                   help="random weights (seconds; nothing learned)")
+                   help="random weights, no training (base, math, code; nothing learned)")
     z.add_argument("--force", action="store_true", help="replace DIR if it exists")
+
+    v = command("evolve", "search a recipe's open slots with a genetic algorithm",
+                "Fill RECIPE's open slots ('?', choose(...)) by a DEAP genetic search scored "
+                "in memory (no checkpoint per candidate). Settings come from the recipe's "
+                "search { ... } block; flags override them. Writes OUT/best.tr (build it with "
+                "tailorc build), history.jsonl, evolve.png and a resumable state.")
+    v.add_argument("recipe", type=Path, metavar="RECIPE")
+    v.add_argument("-o", "--output", type=Path, default=None, metavar="OUT",
+                   help="run directory (default: runs/<recipe name>)")
+    v.add_argument("--population", type=int, default=None, metavar="N")
+    v.add_argument("--generations", type=int, default=None, metavar="N")
+    v.add_argument("--seed", type=int, default=None, metavar="N")
+    v.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="examples per task at full fidelity")
+    v.add_argument("--min-limit", type=int, default=None, metavar="N",
+                   help="examples per task at the first successive-halving rung")
+    v.add_argument("--tasks", type=Path, nargs="+", default=None, metavar="PATH",
+                   help="task files or directories (default: the search block's)")
+    v.add_argument("--objectives", default=None, metavar="LIST",
+                   help="'score' (default) or 'score,size' for an NSGA-II Pareto front")
+    v.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="evaluate in N local worker processes")
+    v.add_argument("--device", default=None, metavar="DEV")
+    v.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads per process (default: 1)")
+    v.add_argument("--no-cache", action="store_true",
+                   help="turn off layer/activation/score caches (same results, slower)")
+    v.add_argument("--resume", action="store_true",
+                   help="continue from OUT/state.pkl (same seed: same result)")
+
+    e = command("eval", "score models (checkpoint dirs or recipes) on tasks",
+                "Score each MODEL — a Hugging Face checkpoint directory, or a recipe (.tr) "
+                "assembled in memory — on each task: multiple choice by log-likelihood (acc, "
+                "acc_norm), generation by greedy exact match, perplexity on a .txt file.")
+    e.add_argument("models", type=Path, nargs="+", metavar="MODEL")
+    e.add_argument("--tasks", type=Path, nargs="+", default=[], metavar="PATH",
+                   help="task files (.jsonl, .txt) or directories of them")
+    e.add_argument("--limit", type=int, default=None, metavar="N", help="first N items per task")
+    e.add_argument("--batch-size", type=int, default=32, metavar="N")
+    e.add_argument("--device", default=None, metavar="DEV", help="cpu or cuda (default: cuda "
+                   "if available)")
+    e.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice)")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--harness", nargs="+", default=None, metavar="TASK",
+                   help="run these lm-eval-harness tasks instead (pip install '.[harness]')")
+    e.add_argument("--harness-include", type=Path, default=None, metavar="DIR",
+                   help="a folder of lm-eval task YAMLs to add to the harness's own")
     return p
 
 
@@ -274,25 +326,227 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_zoo(args: argparse.Namespace) -> int:
     import shutil
 
-    from .families import make_family
+    if args.dir.exists() and any(args.dir.iterdir()):
+        if not args.force:
+            raise UserError(f"{args.dir}: already exists and is not empty (use --force)")
+        shutil.rmtree(args.dir)
+    if args.random:
+        from .families import make_family
 
-    if args.dir.exists() and any(args.dir.iterdir()) and not args.force:
-        raise UserError(f"{args.dir}: already exists and is not empty (use --force)")
-    if args.force:
-        shutil.rmtree(args.dir, ignore_errors=True)
-    with err.status("making a random tiny family"):
-        paths = make_family(args.dir, seed=args.seed)
-    for name, path in paths.items():
-        out.print(f"{name:<6} {path}")
+        with err.status("making a random tiny family"):
+            paths = make_family(args.dir, seed=args.seed)
+        for name, path in paths.items():
+            out.print(f"{name:<8} {path}", markup=False)
+        return 0
+    return _train_zoo(args)
+
+
+def _train_zoo(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .zoo import build_zoo
+
+    columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    with Progress(*columns, console=err) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(p) -> None:
+            if p.model not in tasks:
+                tasks[p.model] = bar.add_task(p.model, total=p.total, info="")
+            info = f"loss {p.loss:.3f}" if p.loss is not None else p.phase
+            bar.update(tasks[p.model], completed=p.step, total=p.total, info=info)
+
+        manifest = build_zoo(args.dir, seed=args.seed, quick=args.quick, on_progress=on_progress)
+    table = Table(title=f"zoo in {args.dir} (seed {manifest.seed}, trained in "
+                  f"{manifest.train_seconds:.0f}s)", title_justify="left")
+    for col in ("model", "skill", "weights sha256"):
+        table.add_column(col)
+    for name, skill, _, digest in manifest.models:
+        table.add_row(name, skill, digest[:16])
+    out.print(table)
+    out.print(f"tasks: {', '.join(p.name for p in manifest.tasks)} in {args.dir}/tasks/",
+              markup=False)
+    return 0
+
+
+def _model_name(path: Path) -> str:
+    return path.stem if path.suffix == ".tr" else path.name
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.harness:
+        return _eval_harness(args)
+    import torch
+
+    from .evaluate import TaskError, evaluate, load_tasks, mean_score, scores_to_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.tasks:
+        raise UserError("no tasks given (use --tasks FILE_OR_DIR ...)")
+    try:
+        tasks = load_tasks(args.tasks)
+    except (TaskError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    device = _device(args.device)
+    results = {}
+    with err.status("") as status:
+        for path in args.models:
+            status.update(f"scoring {path}")
+            model, tokenizer = _load_for_eval(path, device)
+            results[_model_name(path)] = evaluate(model, tokenizer, tasks, limit=args.limit,
+                                                  batch_size=args.batch_size, device=device)
+            del model
+    if args.json:
+        import json
+
+        out.print(json.dumps({m: scores_to_json(s) for m, s in results.items()}, indent=2),
+                  markup=False)
+        return 0
+    out.print(score_table(results, [t.name for t in tasks], mean_score))
+    return 0
+
+
+def score_table(results: dict, task_names: list[str], mean_score) -> Table:
+    table = Table(title="scores (acc / exact match; ppl for text)", title_justify="left")
+    table.add_column("model")
+    for name in task_names:
+        table.add_column(name, justify="right")
+    table.add_column("mean", justify="right", style="bold")
+    for model, scores in results.items():
+        cells = []
+        for name in task_names:
+            s = scores[name]
+            cells.append(f"{s.primary:.2f}" if s.kind == "ppl" else f"{100 * s.primary:.1f}")
+        try:
+            mean = f"{100 * mean_score(scores):.1f}"
+        except ValueError:
+            mean = "-"
+        table.add_row(model, *cells, mean)
+    return table
+
+
+def _load_for_eval(path: Path, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if path.suffix == ".tr":
+        from .assemble import assemble, load_recipe
+
+        recipe, models = load_recipe(path)
+        model = assemble(recipe, models, device=device)
+        tok_dir = models[recipe.base_name or ""].path
+    else:
+        if not (path / "config.json").exists():
+            raise UserError(f"{path}: not a Hugging Face checkpoint directory (no config.json)")
+        model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+        tok_dir = path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise UserError(f"{tok_dir}: cannot load a tokenizer ({reason})") from None
+    return model, tokenizer
+
+
+def _eval_harness(args: argparse.Namespace) -> int:
+    from .evaluate.harness import HarnessUnavailable, run_harness
+
+    results = {}
+    for path in args.models:
+        if path.suffix == ".tr":
+            raise UserError("--harness runs on checkpoint directories; build the recipe first")
+        try:
+            results[_model_name(path)] = run_harness(
+                path, args.harness, include_path=args.harness_include, limit=args.limit,
+                device=_device(args.device), batch_size=args.batch_size)
+        except HarnessUnavailable as exc:
+            raise UserError(str(exc)) from None
+    import json
+
+    out.print(json.dumps(results, indent=2), markup=False)
+    return 0
+
+
+def cmd_evolve(args: argparse.Namespace) -> int:
+    import torch
+    from rich.live import Live
+
+    from .evolve import EvolveError, evolve, prepare
+
+    overrides = {
+        "population": args.population, "generations": args.generations, "seed": args.seed,
+        "limit": args.limit, "min_limit": args.min_limit,
+        "tasks": tuple(str(p.resolve()) for p in args.tasks) if args.tasks else None,
+        "objectives": tuple(args.objectives.split(",")) if args.objectives else None,
+    }
+    threads = args.threads or 1  # tiny layers: one thread each beats thread contention
+    torch.set_num_threads(threads)
+    prepared = prepare(args.recipe, overrides)
+    run_dir = args.output or Path("runs") / args.recipe.stem
+    if (run_dir / "state.pkl").exists() and not args.resume:
+        raise UserError(f"{run_dir} holds an earlier run (use --resume to continue it, or "
+                        "-o for a new directory)")
+    settings = prepared.space.settings
+    command = "tailorc evolve " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evolve"] \
+        else f"tailorc evolve {args.recipe}"
+    started = time.perf_counter()
+    rows: list = []
+
+    def render() -> Table:
+        t = Table(title=f"evolving {args.recipe} -> {run_dir}/ (population "
+                  f"{settings.population}, keep {prepared.space.target_kept} of "
+                  f"{prepared.space.slot_count} layers)", title_justify="left")
+        for col in ("gen", "best", "mean", "evals", "evals/s", "cache hits", "elapsed",
+                    "left"):
+            t.add_column(col, justify="right")
+        for r in rows[-12:]:
+            t.add_row(*r)
+        return t
+
+    with Live(render(), console=err, refresh_per_second=4) as live:
+        def on_generation(g) -> None:
+            elapsed = time.perf_counter() - started
+            done = g.generation + 1
+            left = elapsed / done * (settings.generations + 1 - done)
+            hit = g.extra.get("cache_hit_rate")
+            rows.append((str(g.generation), f"{g.best:.4f}", f"{g.mean:.4f}",
+                         str(g.evaluations), f"{g.evals_per_s:.1f}",
+                         f"{hit:.0%}" if hit is not None else "-", f"{elapsed:.0f}s",
+                         f"{left:.0f}s"))
+            live.update(render())
+
+        try:
+            result = evolve(prepared, run_dir, command=command, workers=args.workers,
+                            device=_device(args.device), threads=threads,
+                            caches=not args.no_cache, resume=args.resume,
+                            recipe_path=args.recipe, overrides=overrides,
+                            on_generation=on_generation)
+        except EvolveError as exc:
+            raise UserError(str(exc)) from None
+    err.print()
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in result.best_scores.items())
+    out.print(f"best fitness {result.best_fitness:.4f} ({scores}) after "
+              f"{result.evaluations} evaluations in {time.perf_counter() - started:.0f}s",
+              markup=False)
+    for score, params, path in result.pareto:
+        out.print(f"pareto: score {score:.4f}, {params:,} parameters: {path}", markup=False)
+    out.print("wrote " + ", ".join(str(f) for f in result.files), markup=False)
+    out.print(f"next: tailorc build {result.best} -o out/{args.recipe.stem}-tailored",
+              markup=False)
     return 0
 
 
 COMMANDS = {"build": cmd_build, "check": cmd_check, "plan": cmd_plan, "fmt": cmd_fmt,
-            "zoo": cmd_zoo}
+            "zoo": cmd_zoo, "eval": cmd_eval, "evolve": cmd_evolve}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # transformers' own progress bars and warnings would interleave with ours
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     try:
         return COMMANDS[args.command](args)
     except RecipeError as exc:

@@ -77,8 +77,8 @@ def _alive(pid: int) -> bool:
 def relocate(recipe: Recipe, out: Path) -> Recipe:
     """The recipe with model paths relative to `out`, so OUT/recipe.tr rebuilds as is."""
     models = tuple(
-        dataclasses.replace(m, path=os.path.relpath(model_path(recipe, m.path).resolve(),
-                                                    out.resolve()))
+        dataclasses.replace(m, path=os.path.relpath(os.path.abspath(model_path(recipe, m.path)),
+                                                    os.path.abspath(out)))
         for m in recipe.models
     )
     return dataclasses.replace(recipe, models=models, path=str(out / "recipe.tr"))

@@ -231,12 +231,23 @@ def _layer_expr(op: Take | Merge, suffix: str, layer: int, models: Models, base:
     if isinstance(op, Take):
         return _single(op.model, models[op.model].layer(layer)[suffix], dtype, scale)
     inputs = tuple(Read.of(m, models[m].layer(layer)[suffix]) for m in op.models)
-    needs_base = op.method in ("task_arithmetic", "ties")
+    base_read = Read.of(base.name, base.layer(layer)[suffix]) if needs_base(op) else None
+    return merge_expr(op, inputs, base_read, scale)
+
+
+def needs_base(op: Merge) -> bool:
+    """Task arithmetic and TIES work on differences from the base model's layer."""
+    return op.method in ("task_arithmetic", "ties")
+
+
+def merge_expr(op: Merge, inputs: tuple[Read, ...], base: Read | None,
+               scale: float | None) -> Combine:
+    """A merge op with its defaults filled in (also used by the search's in-memory merges)."""
     return Combine(
         method=op.method,
         inputs=inputs,
-        weights=op.weights or tuple(1.0 for _ in inputs),
-        base=Read.of(base.name, base.layer(layer)[suffix]) if needs_base else None,
+        weights=op.weights or tuple(1.0 for _ in op.models),
+        base=base,
         normalize=op.normalize if op.normalize is not None else op.method in ("linear", "ties"),
         density=op.density if op.density is not None else 1.0,
         t=op.t if op.t is not None else 0.5,

@@ -1,0 +1,174 @@
+"""`tailorc evolve`: search a recipe's open slots with a genetic algorithm.
+
+Consumes: a recipe with open slots (`?`, `choose(...)`) and a `search { ... }` block.
+Produces, in the run directory: `best.tr` (a closed canonical recipe that `tailorc build`
+turns into a checkpoint), `pareto/*.tr` when size is an objective, `shortgpt.tr` (the
+block-influence pruning of the base, for comparison), `history.jsonl`, `evolve.png`, and
+`state.pkl` for `--resume`.
+
+Stages: space.py (what may change) -> genome.py (individuals) -> fitness.py (scores, in
+memory) -> run.py (the DEAP loop) -> report.py (files).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..check import Models, load_and_check
+from ..parser import parse_file
+from ..recipe import Recipe
+from ..source import Diagnostic, RecipeError, Source
+from .space import SearchSpace, Settings, build_space, read_settings, rungs, task_files
+
+
+class EvolveError(Exception):
+    """A problem with the run itself (tasks, state file); one line, exit 1."""
+
+
+@dataclass
+class Prepared:
+    recipe: Recipe
+    models: Models
+    space: SearchSpace
+
+
+def prepare(recipe_path: Path, overrides: dict) -> Prepared:
+    recipe = parse_file(recipe_path)
+    source = Source(str(recipe_path), recipe_path.read_text(encoding="utf-8"))
+    models, diags = load_and_check(recipe)
+    settings, more = read_settings(recipe, overrides)
+    diags = diags + more
+    if not _errors(diags):
+        space, more = build_space(recipe, models, settings)
+        diags += more
+    if _errors(diags):
+        raise RecipeError(_errors(diags), source)
+    if not settings.tasks:
+        raise RecipeError([_no_tasks(recipe)], source)
+    return Prepared(recipe, models, space)
+
+
+def _errors(diags: list[Diagnostic]) -> list[Diagnostic]:
+    return [d for d in diags if d.severity == "error"]
+
+
+def _no_tasks(recipe: Recipe) -> Diagnostic:
+    from ..source import error
+
+    span = next((s.span for s in recipe.search or ()), None)
+    return error("no tasks to score candidates on; add e.g. tasks = \"../zoo/tasks/val\" "
+                 "to the search block (or pass --tasks)", span)
+
+
+def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
+    from transformers import AutoTokenizer
+
+    from ..evaluate import TaskError, load_task
+    from .fitness import Evaluator
+
+    s = p.space.settings
+    try:
+        tasks = [load_task(f) for f in task_files(p.recipe, s)]
+    except (TaskError, OSError) as exc:
+        raise EvolveError(str(exc)) from None
+    if not tasks:
+        raise EvolveError(f"no task files found in {', '.join(s.tasks)}")
+    if s.task_weights and len(s.task_weights) != len(tasks):
+        raise EvolveError(f"task_weights has {len(s.task_weights)} values for {len(tasks)} "
+                          f"tasks ({', '.join(t.name for t in tasks)})")
+    tokenizer = AutoTokenizer.from_pretrained(p.models[p.space.base].path)
+    return Evaluator(p.recipe, p.models, tasks, tokenizer, weights=s.task_weights,
+                     device=device, batch_size=s.batch_size, rungs=rungs(s), caches=caches)
+
+
+# --- worker processes (`--workers N`) --------------------------------------------------
+
+_WORKER = None
+
+
+def _init_worker(recipe_path: str, overrides: dict, device: str, threads: int,
+                 caches: bool) -> None:
+    import torch
+
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = make_evaluator(prepare(Path(recipe_path), overrides), device=device,
+                             caches=caches)
+
+
+def _score_remote(job: tuple[Recipe, int]) -> dict[str, float]:
+    recipe, rung = job
+    return _WORKER.scores(recipe, rung)
+
+
+class LocalMap:
+    """Scores candidates in this process (the default) or in N worker processes, each of
+    which loads the models once and keeps its caches for the whole run."""
+
+    def __init__(self, evaluator, workers: int = 0, init_args: tuple = ()):
+        self.evaluator, self.pool = evaluator, None
+        if workers > 1:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=init_args)
+
+    def __call__(self, recipes: list[Recipe], rung: int) -> list[dict[str, float]]:
+        if self.pool is not None:
+            return self.pool.map(_score_remote, [(r, rung) for r in recipes], chunksize=1)
+        return [self.evaluator.scores(r, rung) for r in recipes]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def warm_starts(evaluator, space: SearchSpace) -> dict[str, set[int]]:
+    """Cheap pruning heuristics on the base: their drops seed generation 0."""
+    from .fitness import angular_block_drops, block_influence_drops
+
+    n = space.slot_count - space.target_kept
+    if n <= 0:
+        return {}
+    last = set(range(space.slot_count - n, space.slot_count))
+    return {"block-influence": block_influence_drops(evaluator, n),
+            "angular": angular_block_drops(evaluator, n),
+            "drop-last": last}
+
+
+def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
+           device: str = "cpu", threads: int | None = None, caches: bool = True,
+           resume: bool = False, recipe_path: Path | None = None, overrides: dict | None = None,
+           on_generation: Callable | None = None):
+    """Run the search; write the run directory; return (best, pareto front, history)."""
+    from .report import write_outputs
+    from .run import Search
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    evaluator = make_evaluator(p, device=device, caches=caches)
+    heuristics = warm_starts(evaluator, p.space)
+    init = (str(recipe_path), overrides or {}, device, threads or 1, caches)
+    score_map = LocalMap(evaluator, workers, init)
+    search = Search(p.space, score_map, evaluator.fitness, warm=list(heuristics.values()),
+                    state_path=str(run_dir / "state.pkl"), on_generation=on_generation,
+                    extra_stats=lambda: _cache_stats(evaluator, score_map))
+    try:
+        pop, hof = search.run(resume=resume)
+    except ValueError as exc:
+        raise EvolveError(str(exc)) from None
+    finally:
+        score_map.close()
+    return write_outputs(p, search, pop, hof, run_dir, command=command, heuristics=heuristics)
+
+
+def _cache_stats(evaluator, score_map: LocalMap) -> dict:
+    st = evaluator.stats
+    if score_map.pool is not None:
+        return {}
+    return {"cache_hit_rate": round(st.hit_rate, 4), "layers_run": st.act_misses,
+            "layers_skipped": st.act_hits, "merged_layers_built": st.layer_misses}
+
+
+__all__ = ["EvolveError", "Prepared", "Settings", "evolve", "prepare"]

@@ -1,0 +1,246 @@
+"""The search space a recipe describes: its open slots, its size target, its settings.
+
+Consumes: a checked `Recipe` (open slots allowed), its models' headers, and flag overrides.
+Produces: `SearchSpace` — which slots are genes and what each may become, how many layers
+every individual keeps, and the `Settings` of the run — or diagnostics pointing at the
+`search { ... }` line at fault.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..check import Models, concrete_ops, model_path
+from ..recipe import MERGE_METHODS, Choose, ClosedOp, Drop, Name, Open, Percent, Recipe, Setting
+from ..source import Diagnostic, did_you_mean, error
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `search { ... }` can set; each also has a `tailorc evolve` flag."""
+
+    keep: int | None = None  # layers kept
+    remove: float | None = None  # fraction (25% -> 0.25) or, if >= 1, a layer count
+    max_params: float | None = None  # params <= X
+    population: int = 16
+    generations: int = 8
+    seed: int = 0
+    tasks: tuple[str, ...] = ()  # task files or directories, relative to the recipe
+    task_weights: tuple[float, ...] = ()
+    limit: int = 100  # examples per task at full fidelity
+    min_limit: int | None = None  # first rung of successive halving (None: one rung)
+    eta: int = 2  # keep the best 1/eta at each rung
+    methods: tuple[str, ...] = ("task_arithmetic",)
+    weight_range: tuple[float, float] = (0.0, 1.0)
+    scale_range: tuple[float, float] | None = None  # None: `scale` is not searched
+    objectives: tuple[str, ...] = ("score",)
+    warm_start: float = 0.25  # share of generation 0 seeded from pruning heuristics
+    elite: int = 2
+    crossover: float = 0.6
+    mutation: float = 0.3
+    batch_size: int = 32
+
+
+def rungs(settings: Settings) -> tuple[int, ...]:
+    """Examples per task at each fidelity: min_limit, eta x that, ..., limit."""
+    if settings.min_limit is None or settings.min_limit >= settings.limit:
+        return (settings.limit,)
+    out, n = [], settings.min_limit
+    while n < settings.limit:
+        out.append(n)
+        n *= settings.eta
+    return tuple(out) + (settings.limit,)
+
+
+KEYS = {f for f in Settings.__dataclass_fields__ if f not in ("keep", "remove", "max_params")}
+KEYS |= {"keep", "remove", "params"}
+
+
+@dataclass(frozen=True)
+class SlotSpace:
+    """One gene: an open slot and the operations it may take."""
+
+    index: int
+    options: tuple[ClosedOp, ...] | None  # choose(...): these; `?`: anything (None)
+
+    @property
+    def can_drop(self) -> bool:
+        return self.options is None or any(isinstance(o, Drop) for o in self.options)
+
+    @property
+    def can_keep(self) -> bool:
+        return self.options is None or any(not isinstance(o, Drop) for o in self.options)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    recipe: Recipe
+    base: str
+    candidates: tuple[str, ...]  # models an open slot may take or merge (the base excluded)
+    slots: tuple[SlotSpace, ...]
+    fixed_kept: int  # layers kept by slots the recipe fixes
+    target_kept: int  # every individual keeps exactly this many layers...
+    min_kept: int  # ...or, searching score and size together, between these two
+    layer_params: int
+    other_params: int
+    settings: Settings = field(default_factory=Settings)
+
+    @property
+    def slot_count(self) -> int:
+        return self.recipe.slot_count
+
+    def params(self, kept: int) -> int:
+        return self.other_params + kept * self.layer_params
+
+
+def _number(s: Setting, diags: list[Diagnostic], *, integer: bool = False,
+            low: float | None = None) -> float | int | None:
+    v = s.value
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if ok and integer and not isinstance(v, int):
+        ok = False
+    if ok and low is not None and v < low:
+        ok = False
+    if not ok:
+        kind = "a whole number" if integer else "a number"
+        bound = f" >= {low:g}" if low is not None else ""
+        diags.append(error(f"search setting '{s.key}' must be {kind}{bound}", s.value_span))
+        return None
+    return v
+
+
+def _pair(s: Setting, diags: list[Diagnostic]) -> tuple[float, float] | None:
+    v = s.value
+    if (isinstance(v, tuple) and len(v) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            and v[0] <= v[1]):
+        return (float(v[0]), float(v[1]))
+    diags.append(error(f"search setting '{s.key}' must be a range [low, high]", s.value_span))
+    return None
+
+
+def _strings(s: Setting) -> tuple[str, ...]:
+    items = s.value if isinstance(s.value, tuple) else (s.value,)
+    return tuple(x.id if isinstance(x, Name) else str(x) for x in items)
+
+
+def read_settings(recipe: Recipe, overrides: dict | None = None
+                  ) -> tuple[Settings, list[Diagnostic]]:
+    """Settings from the recipe's search block, then flags (`overrides`) on top."""
+    diags: list[Diagnostic] = []
+    values: dict = {}
+    for s in recipe.search or ():
+        if s.key not in KEYS:
+            diags.append(error(f"unknown search setting '{s.key}' "
+                               f"({did_you_mean(s.key, sorted(KEYS))})", s.span))
+            continue
+        if (s.op != "=") != (s.key == "params"):
+            want = "<=" if s.key == "params" else "="
+            diags.append(error(f"search setting '{s.key}' takes '{want}'", s.span))
+            continue
+        _read_one(s, values, diags)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if sum(k in values for k in ("keep", "remove", "max_params")) > 1:
+        diags.append(error("give one size target: keep, remove or params",
+                           _span_of(recipe, "keep", "remove", "params")))
+    for m in values.get("methods", ()):
+        if m not in MERGE_METHODS or m == "slerp":
+            diags.append(error(f"search method '{m}' is not searchable (use linear, "
+                               "task_arithmetic or ties)", _span_of(recipe, "methods")))
+    return Settings(**values), diags
+
+
+def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
+    key = s.key
+    if key == "remove":
+        if isinstance(s.value, Percent) and 0 < s.value.value < 100:
+            values["remove"] = s.value.value / 100
+        else:
+            v = _number(s, diags, integer=True, low=1)
+            if v is not None:
+                values["remove"] = float(v)
+    elif key == "params":
+        v = _number(s, diags, low=1)
+        if v is not None:
+            values["max_params"] = float(v)
+    elif key in ("keep", "population", "generations", "seed", "limit", "min_limit", "eta",
+                 "elite", "batch_size"):
+        low = 0 if key in ("seed", "elite") else (2 if key in ("eta", "population") else 1)
+        v = _number(s, diags, integer=True, low=low)
+        if v is not None:
+            values[key] = v
+    elif key in ("warm_start", "crossover", "mutation"):
+        v = _number(s, diags, low=0)
+        if v is not None:
+            values[key] = float(v)
+    elif key in ("weight_range", "scale_range"):
+        if s.value is False and key == "scale_range":
+            values[key] = None
+        elif (pair := _pair(s, diags)) is not None:
+            values[key] = pair
+    elif key == "task_weights":
+        values[key] = tuple(float(x) for x in s.value) if isinstance(s.value, tuple) else ()
+    else:  # tasks, methods, objectives
+        values[key] = _strings(s)
+
+
+def _span_of(recipe: Recipe, *keys: str):
+    return next((s.span for s in recipe.search or () if s.key in keys), None)
+
+
+def build_space(recipe: Recipe, models: Models, settings: Settings
+                ) -> tuple[SearchSpace | None, list[Diagnostic]]:
+    base = models[recipe.base_name or ""]
+    layer_params = base.layer_param_count(0)
+    other = base.param_count() - base.num_layers * layer_params
+    ops = recipe.ops()
+    slots = tuple(SlotSpace(i, None if isinstance(op, Open) else tuple(concrete_ops(op)))
+                  for i, op in enumerate(ops) if isinstance(op, (Open, Choose)))
+    fixed_kept = sum(1 for op in ops if not isinstance(op, (Open, Choose, Drop)))
+    target, diags = _target(recipe, settings, len(ops), layer_params, other)
+    if target is not None:
+        low = fixed_kept + sum(1 for s in slots if not s.can_drop)
+        high = fixed_kept + sum(1 for s in slots if s.can_keep)
+        if not low <= target <= high:
+            diags.append(error(f"the size target keeps {target} layers, but this recipe can "
+                               f"keep only {low}..{high} (fixed slots keep {fixed_kept})",
+                               _span_of(recipe, "keep", "remove", "params")))
+    if not slots:
+        diags.append(error("no open slots to search; mark some with '?' or choose(...)",
+                           recipe.slots[0].span if recipe.slots else None))
+    if diags:
+        return None, diags
+    candidates = tuple(m.name for m in recipe.models if m.name != base.name)
+    low = fixed_kept + sum(1 for s in slots if not s.can_drop)
+    min_kept = max(low, len(ops) // 2) if "size" in settings.objectives else target
+    return SearchSpace(recipe, base.name, candidates, slots, fixed_kept, target,
+                       min(min_kept, target), layer_params, other, settings), []
+
+
+def _target(recipe: Recipe, s: Settings, n_slots: int, layer_params: int, other: int
+            ) -> tuple[int | None, list[Diagnostic]]:
+    if s.keep is not None:
+        return s.keep, []
+    if s.max_params is not None:
+        return max(0, math.floor((s.max_params - other) / layer_params)), []
+    if s.remove is not None:
+        removed = round(s.remove * n_slots) if s.remove < 1 else int(s.remove)
+        return n_slots - removed, []
+    return None, [error("no size target; set one in the search block: keep = N, "
+                        "remove = 25% or params <= N", _span_of(recipe, "search")
+                        or (recipe.slots[0].span if recipe.slots else None))]
+
+
+def task_files(recipe: Recipe, settings: Settings) -> list[Path]:
+    """Task files named by the settings: files, or directories of *.jsonl."""
+    files: list[Path] = []
+    for entry in settings.tasks:
+        path = model_path(recipe, entry)
+        files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    return files
+
+
+def with_overrides(settings: Settings, **kw) -> Settings:
+    return replace(settings, **{k: v for k, v in kw.items() if v is not None})
