@@ -561,7 +561,11 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"tailorc: error: {exc}; nothing was written", markup=False)
         return 1
     except KeyboardInterrupt:
-        err.print("tailorc: interrupted; nothing was written", markup=False)
+        if args.command == "evolve":
+            err.print("tailorc: interrupted; finished generations are saved: add --resume to "
+                      "the same command to continue", markup=False)
+        else:
+            err.print("tailorc: interrupted; nothing was written", markup=False)
         return 130
     except Exception as exc:  # noqa: BLE001
         err.print(traceback.format_exc(), markup=False)

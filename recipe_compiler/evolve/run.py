@@ -159,6 +159,7 @@ class Search:
     def _next_generation(self, pop, hof):
         s = self.settings
         if self.multi:
+            pop = tools.selNSGA2(pop, len(pop))  # assigns the crowding distances DCD reads
             parents = (tools.selTournamentDCD(pop, len(pop)) if len(pop) % 4 == 0
                        else random.sample(pop, len(pop)))
         else:
@@ -249,7 +250,9 @@ class Search:
         pop = [self._unpack(p) for p in state["population"]]
         hof = tools.ParetoFront() if self.multi else tools.HallOfFame(
             max(1, self.settings.elite))
-        hof.update([self._unpack(p) for p in state["hof"]])
+        # Set the hall of fame as saved: re-inserting would reverse the order of ties.
+        hof.items = [self._unpack(p) for p in state["hof"]]
+        hof.keys = [i.fitness for i in reversed(hof.items)]
         random.setstate(state["random"])
         self.evaluations = state["evaluations"]
         self.history = state["history"]
