@@ -160,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--resume", action="store_true",
                    help="continue from OUT/state.pkl (same seed: same result)")
 
+    pr = command("prune", "write a drop-only recipe by a single-model pruning method",
+                 "Rank MODEL's layers on calibration text and write a recipe that drops the "
+                 "least useful: block-influence (ShortGPT), angular (Gromov et al., a "
+                 "contiguous block), ppl (Shortened LLaMA: one-shot perplexity), sleb "
+                 "(iterative perplexity).")
+    pr.add_argument("model", type=Path, metavar="MODEL", help="a Hugging Face checkpoint dir")
+    pr.add_argument("--method", required=True, choices=("block-influence", "angular", "ppl",
+                                                        "sleb"))
+    pr.add_argument("--remove", default="25%", metavar="N|P%",
+                    help="layers to remove: a count or a percentage (default 25%%)")
+    pr.add_argument("--calib", type=Path, required=True, metavar="FILE",
+                    help="calibration data: a .txt file (one text per line) or a task .jsonl")
+    pr.add_argument("--samples", type=int, default=64, metavar="N")
+    pr.add_argument("-o", "--output", type=Path, required=True, metavar="RECIPE")
+    pr.add_argument("--device", default=None, metavar="DEV")
+
     e = command("eval", "score models (checkpoint dirs or recipes) on tasks",
                 "Score each MODEL — a Hugging Face checkpoint directory, or a recipe (.tr) "
                 "assembled in memory — on each task: multiple choice by log-likelihood (acc, "
@@ -537,8 +553,55 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    import re
+
+    import torch
+
+    from .evaluate import TaskError
+    from .index import load_model
+    from .prune import calibration_texts, choose_drops, drop_recipe, encode, removal_count
+
+    info = load_model(_model_name(args.model), args.model)
+    device = _device(args.device)
+    model, tokenizer = _load_for_eval(args.model, device)
+    model.float()
+    try:
+        texts = calibration_texts(args.calib, args.samples)
+    except (TaskError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    if not texts:
+        raise UserError(f"{args.calib}: no calibration texts")
+    try:
+        k = removal_count(args.remove, info.num_layers)
+    except ValueError:
+        raise UserError(f"--remove {args.remove!r}: give a count or a percentage") from None
+    batch = encode(tokenizer, texts, getattr(model.config, "max_position_embeddings", 2048),
+                   device)
+    with err.status(f"ranking {info.num_layers} layers by {args.method}") as status:
+        try:
+            drops, _ = choose_drops(args.method, model, info.arch, batch, k,
+                                    on_step=lambda m: status.update(m))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    del torch
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", info.path.name) or "model"
+    name = name if name[0].isalpha() or name[0] == "_" else f"m_{name}"
+    rel = os.path.relpath(os.path.abspath(args.model), os.path.abspath(args.output.parent))
+    header = [f"{args.method} pruning of {args.model}: {k} of {info.num_layers} layers removed",
+              f"calibration: {args.calib} ({len(texts)} samples); drops {sorted(drops)}",
+              f"command: tailorc prune {args.model} --method {args.method} --remove "
+              f"{args.remove} --calib {args.calib}"]
+    recipe = drop_recipe(name, rel, info.num_layers, drops, header)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(format_recipe(recipe), encoding="utf-8")
+    out.print(f"wrote {args.output}: drops layers {sorted(drops)}", markup=False)
+    return 0
+
+
 COMMANDS = {"build": cmd_build, "check": cmd_check, "plan": cmd_plan, "fmt": cmd_fmt,
-            "zoo": cmd_zoo, "eval": cmd_eval, "evolve": cmd_evolve}
+            "zoo": cmd_zoo, "eval": cmd_eval, "evolve": cmd_evolve,
+            "prune": cmd_prune}
 
 
 def main(argv: list[str] | None = None) -> int:
