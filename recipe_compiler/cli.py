@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="turn off layer/activation/score caches (same results, slower)")
     v.add_argument("--resume", action="store_true",
                    help="continue from OUT/state.pkl (same seed: same result)")
+    v.add_argument("--force", action="store_true",
+                   help="start afresh even if OUT holds an earlier run")
 
     pr = command("prune", "write a drop-only recipe by a single-model pruning method",
                  "Rank MODEL's layers on calibration text and write a recipe that drops the "
@@ -501,8 +503,10 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     prepared = prepare(args.recipe, overrides)
     run_dir = args.output or Path("runs") / args.recipe.stem
     if (run_dir / "state.pkl").exists() and not args.resume:
-        raise UserError(f"{run_dir} holds an earlier run (use --resume to continue it, or "
-                        "-o for a new directory)")
+        if not args.force:
+            raise UserError(f"{run_dir} holds an earlier run (use --resume to continue it, "
+                            "--force to start afresh, or -o for a new directory)")
+        (run_dir / "state.pkl").unlink()
     settings = prepared.space.settings
     command = "tailorc evolve " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evolve"] \
         else f"tailorc evolve {args.recipe}"
