@@ -120,6 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--check", action="store_true",
                        help="exit 1 if the file is not in canonical form")
 
+    im = command("import", "convert a mergekit config (YAML) into a recipe",
+                 "Convert a mergekit config into a recipe that builds the same tensors "
+                 "(passthrough, linear, task_arithmetic and ties slices with scalar "
+                 "parameters). What tailor cannot express exactly is an error naming the YAML "
+                 "key and its line. Model paths are kept as written; tailor needs local "
+                 "checkpoint directories, found relative to the recipe file.")
+    im.add_argument("config", type=Path, metavar="CONFIG")
+    im.add_argument("-o", "--output", type=Path, default=None, metavar="RECIPE",
+                    help="write the recipe here (default: print it)")
+    im.add_argument("--force", action="store_true", help="replace RECIPE if it exists")
+
+    ex = command("export", "write a recipe as another tool's config",
+                 "Check RECIPE against its models' headers, then write it as a mergekit config "
+                 "that builds the same tensors. What mergekit cannot express is an error "
+                 "pointing at the recipe.")
+    ex.add_argument("recipe", type=Path, metavar="RECIPE")
+    ex.add_argument("--to", choices=["mergekit"], required=True, help="the config format")
+    ex.add_argument("-o", "--output", type=Path, default=None, metavar="CONFIG",
+                    help="write the config here (default: print it)")
+    ex.add_argument("--force", action="store_true", help="replace CONFIG if it exists")
+
     z = command("zoo", "train a tiny model family (base + fine-tunes) and its tasks",
                 "Train DIR/base (a 12-layer Llama on a mixture of skills) and one fine-tune "
                 "per skill (DIR/math, DIR/code, ...), with held-out tasks in DIR/tasks/ "
@@ -603,9 +624,58 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_new(path: Path, text: str, force: bool) -> None:
+    if path.exists() and not force:
+        raise UserError(f"{path}: already exists (use --force to replace it)")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .mergekit import import_config
+
+    try:
+        text = args.config.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UserError(f"{args.config}: cannot read ({reason})") from None
+    recipe = import_config(text, str(args.config))
+    recipe_text = format_recipe(recipe)
+    if args.output is None:
+        out.print(recipe_text, markup=False, end="")
+        return 0
+    _write_new(args.output, recipe_text, args.force)
+    out.print(f"wrote {args.output} ({recipe.slot_count} slots from {len(recipe.models)} "
+              f"model(s)); next: tailorc check {args.output}", markup=False)
+    # mergekit resolves relative paths from its working directory, tailor from the recipe's
+    moved = args.output.resolve().parent != args.config.resolve().parent
+    if moved and any(not os.path.isabs(m.path) for m in recipe.models):
+        err.print(f"tailorc: note: model paths are kept as written and are now relative to "
+                  f"{args.output.parent or '.'}/", markup=False)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .mergekit import export_recipe
+
+    recipe, models, source = _checked(args.recipe, require_closed=True)
+    try:
+        text = export_recipe(recipe, models)
+    except RecipeError as exc:
+        raise RecipeError(exc.diagnostics, source) from None  # quote the recipe's lines
+    if args.output is None:
+        out.print(text, markup=False, end="")
+        return 0
+    _write_new(args.output, text, args.force)
+    out.print(f"wrote {args.output}; run it with: mergekit-yaml {args.output} OUT", markup=False)
+    return 0
+
+
 COMMANDS = {"build": cmd_build, "check": cmd_check, "plan": cmd_plan, "fmt": cmd_fmt,
             "zoo": cmd_zoo, "eval": cmd_eval, "evolve": cmd_evolve,
-            "prune": cmd_prune}
+            "prune": cmd_prune, "import": cmd_import, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,212 @@
+"""Benchmark `tailorc build` against `mergekit-yaml` on the same inputs and recipes.
+
+Installs nothing: needs `mergekit-yaml` on PATH or `--mergekit-yaml PATH` (e.g. a separate
+venv: python3 -m venv /tmp/mk && /tmp/mk/bin/pip install torch mergekit).
+
+For each random Llama-architecture family (base + one fine-tune; about 0.3 GB and 1 GB per
+model in bf16, twice that in fp32) it runs, alternating tools within each round:
+- a layer-pruning recipe (25% of layers removed; passthrough: every tensor a byte copy),
+- a recipe that merges half of the layers (linear, 0.5/0.5),
+- `cp` of the base model's shards, and `cp + sync` (tailorc fsyncs its output),
+and the time to the first error for a layer index out of range (tailor finds it in the
+headers; mergekit after starting up and loading).
+
+    python bench/vs_mergekit.py [--mergekit-yaml PATH] [--runs 3] [--work DIR] [--quick]
+
+Wall time is the median of the runs; peak RSS is the largest max-RSS the child reported
+through os.wait4. The models are made in a child process so that this process stays small:
+a forked child's max-RSS starts from its parent's resident set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+HIDDEN, INTER, VOCAB = 1024, 2816, 32000
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+def make_model(path: Path, layers: int, seed: int, dtype: str) -> None:
+    """A Llama-shaped checkpoint in ~1 GB shards, written without transformers."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(1)
+    path.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    td = getattr(torch, dtype)
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=g) * 0.02).to(td)
+
+    tensors = {"model.embed_tokens.weight": rand(VOCAB, HIDDEN),
+               "model.norm.weight": torch.ones(HIDDEN, dtype=td), "lm_head.weight": rand(VOCAB,
+                                                                                          HIDDEN)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            tensors[f"{p}self_attn.{name}.weight"] = rand(HIDDEN, HIDDEN)
+        for name, shape in (("gate_proj", (INTER, HIDDEN)), ("up_proj", (INTER, HIDDEN)),
+                            ("down_proj", (HIDDEN, INTER))):
+            tensors[f"{p}mlp.{name}.weight"] = rand(*shape)
+        for name in ("input_layernorm", "post_attention_layernorm"):
+            tensors[f"{p}{name}.weight"] = torch.ones(HIDDEN, dtype=td)
+    _save_sharded(path, tensors, save_file)
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+              "hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": layers,
+              "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": VOCAB,
+              "torch_dtype": dtype, "rms_norm_eps": 1e-5, "max_position_embeddings": 2048}
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def _save_sharded(path: Path, tensors: dict, save_file) -> None:
+    import json
+
+    shards, current, size = [], {}, 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if current and size + nbytes > 1_000_000_000:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = t
+        size += nbytes
+    shards.append(current)
+    weight_map = {}
+    for k, shard in enumerate(shards):
+        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, path / fname, metadata={"format": "pt"})
+        weight_map.update({n: fname for n in shard})
+    (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+def configs(layers: int) -> dict[str, str]:
+    """mergekit YAML per job; the recipes are imported from these, so both tools get the
+    same instructions."""
+    keep = layers - layers // 4
+    half = layers // 2
+    prune = ("merge_method: passthrough\nbase_model: base\nslices:\n"
+             f"- sources: [{{model: base, layer_range: [0, {keep - 1}]}}]\n"
+             f"- sources: [{{model: base, layer_range: [{layers - 1}, {layers}]}}]\n")
+    merges = ("merge_method: linear\nbase_model: base\nslices:\n"
+              f"- sources: [{{model: base, layer_range: [0, {half}], "
+              "parameters: {weight: 1.0}}]\n"
+              f"- sources: [{{model: base, layer_range: [{half}, {layers}], parameters: "
+              f"{{weight: 0.5}}}}, {{model: ft, layer_range: [{half}, {layers}], parameters: "
+              "{weight: 0.5}}]\n"
+              "- sources: [{model: base, layer_range: [0, 0], parameters: {weight: 1.0}}]\n")
+    bad = ("merge_method: passthrough\nbase_model: base\nslices:\n"
+           f"- sources: [{{model: base, layer_range: [0, {layers + 4}]}}]\n")
+    return {"prune": prune, "merges": merges, "bad-layer": bad}
+
+
+def run(cmd: list[str], cwd: Path, ok: bool = True) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if (status == 0) != ok:
+        raise SystemExit(f"unexpected exit status {status}: {' '.join(cmd)}\n"
+                         f"{proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def jobs(root: Path, mergekit: str, tailorc: str) -> dict[str, tuple[list[str], bool]]:
+    """name -> (command, should succeed); run from `root`, where base/ and ft/ live."""
+    sys.path.insert(0, str(BENCH.parent))
+    from recipe_compiler.mergekit import import_config
+    from recipe_compiler.printer import format_recipe
+
+    layers = int(__import__("json").loads((root / "base/config.json").read_text())
+                 ["num_hidden_layers"])
+    inputs = sorted(str(p.name) for p in (root / "base").glob("*.safetensors"))
+    cp = "cp " + " ".join(f"base/{n}" for n in inputs) + " cp-out/"
+    out: dict[str, tuple[list[str], bool]] = {"cp": (["sh", "-c", cp], True),
+                                              "cp + sync": (["sh", "-c", cp + " && sync"], True)}
+    for name, text in configs(layers).items():
+        (root / f"{name}.yml").write_text(text)
+        (root / f"{name}.tr").write_text(format_recipe(import_config(text, f"{name}.yml")))
+        ok = name != "bad-layer"
+        out[f"mergekit {name}"] = ([mergekit, f"{name}.yml", "out-mk", "--no-copy-tokenizer",
+                                    "--no-write-model-card"], ok)
+        out[f"tailorc {name}"] = ([tailorc, "build", f"{name}.tr", "-o", "out-tailor",
+                                   "--force", "--device", "cpu"], ok)
+    return out
+
+
+def bench_family(root: Path, layers: int, dtype: str, runs: int, mergekit: str
+                 ) -> list[tuple]:
+    if not (root / "ft" / "config.json").exists():
+        for name, seed in (("base", 1), ("ft", 2)):  # children: keep this process small
+            subprocess.run([sys.executable, __file__, "--make", str(root / name), str(layers),
+                            str(seed), dtype], check=True)
+    size = sum(p.stat().st_size for p in (root / "base").glob("*.safetensors"))
+    tailorc = str(Path(sys.executable).parent / "tailorc")
+    todo = jobs(root, mergekit, tailorc)
+    results: dict[str, list[tuple[float, int]]] = {k: [] for k in todo}
+    for _ in range(runs):
+        for name, (cmd, ok) in todo.items():  # alternate tools within each round
+            for d in ("cp-out", "out-mk", "out-tailor"):
+                shutil.rmtree(root / d, ignore_errors=True)
+            (root / "cp-out").mkdir()
+            results[name].append(run(cmd, root, ok))
+    return [(f"{size / 1e9:.2f} GB {dtype}", name, statistics.median(s[0] for s in samples),
+             max(s[1] for s in samples)) for name, samples in results.items()]
+
+
+def print_table(rows: list[tuple]) -> None:
+    walls = {(r[0], r[1]): r[2] for r in rows}
+    rss = {(r[0], r[1]): r[3] for r in rows}
+    print("| model | job | mergekit s | tailorc s | speed-up | mergekit RSS MB | "
+          "tailorc RSS MB | RSS ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for size in dict.fromkeys(r[0] for r in rows):
+        for job in ("prune", "merges", "bad-layer"):
+            m, t = walls[(size, f"mergekit {job}")], walls[(size, f"tailorc {job}")]
+            mr, tr = rss[(size, f"mergekit {job}")], rss[(size, f"tailorc {job}")]
+            print(f"| {size} | {job} | {m:.2f} | {t:.2f} | {m / t:.1f}x | {mr / 1e6:.0f} | "
+                  f"{tr / 1e6:.0f} | {tr / mr:.2f} |")
+        cp, sync = walls[(size, "cp")], walls[(size, "cp + sync")]
+        prune = walls[(size, "tailorc prune")]
+        print(f"| {size} | cp / cp + sync (base shards) | | {cp:.2f} / {sync:.2f} | "
+              f"tailorc prune = {prune / cp:.2f}x cp, {prune / sync:.2f}x cp+sync | | | |")
+
+
+def main() -> None:
+    if len(sys.argv) == 6 and sys.argv[1] == "--make":
+        make_model(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mergekit-yaml", default=shutil.which("mergekit-yaml"), metavar="PATH")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/tailor-vs-mergekit"))
+    ap.add_argument("--quick", action="store_true", help="only the 0.3 GB bf16 family")
+    ap.add_argument("--sizes", default="8,36", help="layers per family (default: 8,36)")
+    ap.add_argument("--dtypes", default="bfloat16,float32")
+    args = ap.parse_args()
+    if not args.mergekit_yaml:
+        raise SystemExit("mergekit-yaml not found: put it on PATH or pass --mergekit-yaml")
+    sizes = [8] if args.quick else [int(s) for s in args.sizes.split(",")]
+    dtypes = ["bfloat16"] if args.quick else args.dtypes.split(",")
+    rows = []
+    for layers in sizes:  # 8 layers: ~0.33 GB in bf16; 36 layers: ~1.04 GB
+        for dtype in dtypes:
+            root = args.work / f"L{layers}-{dtype}"
+            rows += bench_family(root, layers, dtype, args.runs, args.mergekit_yaml)
+            print_table(rows)
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

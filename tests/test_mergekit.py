@@ -1,0 +1,179 @@
+"""mergekit configs in and out: goldens, round trips, and the same tensors as mergekit.
+
+Goldens in tests/golden/mergekit/ (regenerate with TAILOR_UPDATE_GOLDEN=1, review the diff):
+  in_X.yml -> in_X.tr (the imported recipe)      inerr_X.yml -> inerr_X.txt (the errors)
+  out_X.tr -> out_X.yml (the exported config)    outerr_X.tr -> outerr_X.txt (the errors)
+The build comparison runs mergekit-yaml from $TAILOR_MERGEKIT_YAML or PATH (skipped when
+neither has it) on the fixture family and compares every output tensor with tailorc build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from recipe_compiler.mergekit import export_recipe, import_config
+from recipe_compiler.parser import parse, parse_file
+from recipe_compiler.printer import format_recipe
+from recipe_compiler.source import RecipeError, render_all
+
+from .conftest import GOLDEN, check_golden
+
+HERE = GOLDEN / "mergekit"
+IMPORTS = sorted(HERE.glob("in_*.yml"))
+IMPORT_ERRORS = sorted(HERE.glob("inerr_*.yml"))
+EXPORTS = sorted(HERE.glob("out_*.tr"))
+EXPORT_ERRORS = sorted(HERE.glob("outerr_*.tr"))
+
+
+def _rel(path: Path) -> str:
+    """Goldens name files relative to the repository, whatever the working directory."""
+    return str(path.relative_to(HERE.parent.parent.parent))
+
+
+def _import(path: Path):
+    return import_config(path.read_text(), _rel(path))
+
+
+@pytest.mark.parametrize("path", IMPORTS, ids=[p.stem for p in IMPORTS])
+def test_import_golden(path):
+    recipe = _import(path)
+    text = format_recipe(recipe)
+    check_golden(path.with_suffix(".tr"), text)
+    assert parse(text) == recipe
+
+
+@pytest.mark.parametrize("path", IMPORTS, ids=[p.stem for p in IMPORTS])
+def test_import_export_import(path):
+    recipe = _import(path)
+    exported = export_recipe(recipe)
+    again = import_config(exported, "exported.yml")
+    assert again == recipe
+    assert export_recipe(again) == exported
+
+
+@pytest.mark.parametrize("path", IMPORT_ERRORS, ids=[p.stem for p in IMPORT_ERRORS])
+def test_import_errors(path):
+    with pytest.raises(RecipeError) as exc:
+        _import(path)
+    check_golden(path.with_suffix(".txt"), render_all(exc.value.diagnostics, exc.value.source)
+                 + "\n")
+
+
+@pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
+def test_export_golden_and_back(path):
+    recipe = parse(path.read_text(), _rel(path))
+    exported = export_recipe(recipe)
+    check_golden(path.with_suffix(".yml"), exported)
+    back = import_config(exported, "exported.yml")
+    # dropped slots vanish and later slots move up, so compare what each output layer does
+    assert _layers(back) == _layers(recipe)
+
+
+def _layers(recipe) -> list[tuple]:
+    """(operation without its layer, source layer, base model path) per kept slot."""
+    from dataclasses import replace
+
+    from recipe_compiler.recipe import Drop
+
+    paths = {m.name: m.path for m in recipe.models}
+    out = []
+    for i, op in enumerate(recipe.ops()):
+        if isinstance(op, Drop):
+            continue
+        layer = op.layer if op.layer is not None else i
+        names = (op.model,) if hasattr(op, "model") else op.models
+        out.append((type(op).__name__, tuple(paths[n] for n in names),
+                    replace(op, layer=None, **({"model": ""} if hasattr(op, "model") else
+                                               {"models": ()})), layer))
+    return out + [("base", paths[recipe.base_name], recipe.dtype)]
+
+
+@pytest.mark.parametrize("path", EXPORT_ERRORS, ids=[p.stem for p in EXPORT_ERRORS])
+def test_export_errors(path):
+    recipe = parse(path.read_text(), _rel(path))
+    with pytest.raises(RecipeError) as exc:
+        export_recipe(recipe)
+    from recipe_compiler.source import Source
+
+    check_golden(path.with_suffix(".txt"),
+                 render_all(exc.value.diagnostics, Source(_rel(path), path.read_text())) + "\n")
+
+
+def test_names_are_sanitised_and_unique():
+    text = """
+slices:
+  - sources:
+      - {model: "org/Llama-3.1 8B", layer_range: [0, 2]}
+  - sources:
+      - {model: "other/Llama-3.1 8B", layer_range: [2, 3]}
+  - sources:
+      - {model: "./9drop/", layer_range: [3, 4]}
+  - sources:
+      - {model: "org/Llama-3.1 8B", layer_range: [4, 5]}
+merge_method: passthrough
+"""
+    recipe = import_config(text, "names.yml")
+    assert [(m.name, m.path) for m in recipe.models] == [
+        ("Llama-3_1_8B", "org/Llama-3.1 8B"), ("Llama-3_1_8B_2", "other/Llama-3.1 8B"),
+        ("m_9drop", "./9drop/")]
+    assert parse(format_recipe(recipe)) == recipe
+
+
+def test_yaml_syntax_error_has_a_position():
+    with pytest.raises(RecipeError) as exc:
+        import_config("slices:\n  - sources: [\n", "bad.yml")
+    assert render_all(exc.value.diagnostics).startswith("bad.yml:3:1: error: not valid YAML")
+
+
+# --- the same tensors as mergekit ---------------------------------------------------------
+
+
+def _mergekit_yaml() -> str | None:
+    return os.environ.get("TAILOR_MERGEKIT_YAML") or shutil.which("mergekit-yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_mergekit_yaml() is None, reason="mergekit-yaml not found (set "
+                    "TAILOR_MERGEKIT_YAML=/path/to/mergekit-yaml)")
+@pytest.mark.parametrize("path", IMPORTS, ids=[p.stem for p in IMPORTS])
+def test_same_tensors_as_mergekit(path, family_root, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from recipe_compiler.cli import main
+
+    work = family_root / "mk" / path.stem
+    work.mkdir(parents=True)
+    config = work.parent.parent / f"{path.stem}.yml"  # fam/ resolves from family_root
+    shutil.copy(path, config)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([_mergekit_yaml(), config.name, str(work / "mergekit"),
+                           "--no-copy-tokenizer", "--no-write-model-card"],
+                          cwd=family_root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recipe_file = family_root / f"{path.stem}.tr"
+    recipe_file.write_text(format_recipe(_import(path)))
+    assert main(["build", str(recipe_file), "-o", str(work / "tailor"), "--device", "cpu"]) == 0
+    theirs = _tensors(work / "mergekit", load_file)
+    ours = _tensors(work / "tailor", load_file)
+    assert sorted(theirs) == sorted(ours)
+    # passthrough is bytes moved: equal; merges may round differently (mergekit batches)
+    exact = all(type(d.op).__name__ == "Take" for d in parse_file(recipe_file).slots)
+    for name, t in theirs.items():
+        assert t.dtype == ours[name].dtype, name
+        if exact:
+            assert torch.equal(t, ours[name]), name
+        else:
+            torch.testing.assert_close(ours[name], t, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _tensors(directory: Path, load_file) -> dict:
+    out = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
