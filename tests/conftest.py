@@ -57,3 +57,21 @@ def check_golden(path: Path, actual: str) -> None:
         if not UPDATE_GOLDEN:
             pytest.fail(f"golden file {path.name} was missing and has been written; review it")
     assert actual == path.read_text(), f"output differs from {path}"
+
+
+@pytest.fixture(scope="session")
+def quick_zoo(tmp_path_factory) -> Path:
+    """A quick trained zoo (seconds): base + one fine-tune per skill, tasks in tasks/."""
+    from recipe_compiler.zoo import build_zoo
+
+    root = tmp_path_factory.mktemp("quickzoo")
+    build_zoo(root / "zoo", seed=0, quick=True)
+    return root / "zoo"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models: one thread is several times faster than two fighting for two cores."""
+    import torch
+
+    torch.set_num_threads(1)
