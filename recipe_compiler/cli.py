@@ -349,7 +349,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         try:
             write_checkpoint(recipe, plan, args.output, force=args.force, device=device,
-                             on_progress=on_progress)
+                             on_progress=on_progress,
+                             on_warning=lambda m: err.print(f"tailorc: warning: {m}",
+                                                            markup=False))
         except OutputError as exc:
             raise UserError(str(exc)) from None
     took = time.perf_counter() - started
@@ -478,7 +480,9 @@ def _load_for_eval(path: Path, device: str):
     else:
         if not (path / "config.json").exists():
             raise UserError(f"{path}: not a Hugging Face checkpoint directory (no config.json)")
-        model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+        # safetensors only: never unpickle a *.bin checkpoint
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+        model = model.to(device).eval()
         tok_dir = path
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)

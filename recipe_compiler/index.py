@@ -95,7 +95,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
                 raise ModelError(f"{path}: corrupt safetensors header (claims {n} bytes; "
                                  f"file has {size}); the file may be truncated")
             header = json.loads(f.read(n))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelError(f"{path}: corrupt safetensors header ({exc})") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read ({exc.strerror})") from None
@@ -153,6 +153,8 @@ def _weight_files(path: Path) -> list[Path]:
             names = sorted(set(weight_map.values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise ModelError(f"{index}: not a valid safetensors index (no weight_map)") from None
+        if not all(isinstance(n, str) and n and Path(n).name == n for n in names):
+            raise ModelError(f"{index}: weight_map names a file outside {path}")
         files = [path / n for n in names]
         for f in files:
             if not f.exists():

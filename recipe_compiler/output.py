@@ -13,13 +13,14 @@ like a model. Temporaries left by killed builds are removed by the next build.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
 from pathlib import Path
 
 from .card import model_card
 from .check import model_path
-from .execute import ProgressFn, execute
+from .execute import ProgressFn, WarnFn, execute
 from .plan import BuildError, Plan
 from .printer import format_recipe
 from .recipe import Recipe
@@ -48,17 +49,28 @@ def check_output(recipe: Recipe, out: Path, *, force: bool) -> None:
 
 
 def clean_stale(out: Path) -> list[Path]:
-    """Remove temporaries of earlier builds to `out` whose process is gone."""
+    """Remove temporaries of earlier builds to `out` whose process is gone.
+
+    A build killed between its two renames (`--force`: OUT -> .OUT.tailor-old-PID, then
+    the new build -> OUT) leaves no OUT; the old directory was a complete OUT, so it is
+    put back rather than removed."""
     removed = []
     parent = out.parent if out.parent.exists() else None
     if parent is None:
         return removed
-    for tag in (TMP_TAG, OLD_TAG):
-        for p in parent.glob(f".{out.name}{tag}*"):
+    for tag in (OLD_TAG, TMP_TAG):
+        for p in sorted(parent.glob(f".{out.name}{tag}*")):
             pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            if tag == OLD_TAG and not os.path.lexists(out):
+                try:
+                    os.rename(p, out)
+                    continue
+                except OSError:
+                    pass
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
     return removed
 
 
@@ -85,20 +97,23 @@ def relocate(recipe: Recipe, out: Path) -> Recipe:
 
 
 def write_checkpoint(recipe: Recipe, plan: Plan, out: Path, *, force: bool = False,
-                     device: str = "cpu", on_progress: ProgressFn | None = None) -> None:
+                     device: str = "cpu", on_progress: ProgressFn | None = None,
+                     on_warning: WarnFn | None = None, check_copies: bool = True) -> None:
+    clean_stale(out)  # first: it may put back an OUT that a killed --force build moved
     check_output(recipe, out, force=force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out.parent}: cannot create ({exc.strerror})") from None
-    clean_stale(out)
     tmp = out.parent / f".{out.name}{TMP_TAG}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _mkdir(tmp)
-        execute(plan, tmp, device=device, on_progress=on_progress)
+        execute(plan, tmp, device=device, on_progress=on_progress, on_warning=on_warning,
+                check_copies=check_copies)
         _write_metadata(recipe, plan, tmp, out)
-        _swap_into_place(tmp, out)
+        _fsync_dir(tmp)  # the files' directory entries, before the rename publishes them
+        _swap_into_place(tmp, out, force=force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -136,26 +151,46 @@ def _write(path: Path, data: bytes) -> None:
         raise BuildError(f"{path}: cannot write ({exc.strerror})") from None
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
+def _swap_into_place(tmp: Path, out: Path, *, force: bool) -> None:
+    """Publish the finished build with rename(2). Without --force, rename onto a directory
+    that another build has filled meanwhile fails (ENOTEMPTY), so of two builds racing to
+    OUT exactly one wins and the other reports it; nothing is ever merged."""
     old = None
-    if out.exists():
+    if force and os.path.lexists(out):
         old = out.parent / f".{out.name}{OLD_TAG}{os.getpid()}"
-        os.rename(out, old)
+        try:
+            os.rename(out, old)
+        except OSError as exc:
+            raise OutputError(f"{out}: cannot move the existing output aside "
+                              f"({exc.strerror})") from None
     try:
         os.rename(tmp, out)
     except OSError as exc:
-        if old is not None:
-            os.rename(old, out)
+        restored = old is None or _try_rename(old, out)
+        reason = ("another build wrote it meanwhile" if exc.errno in
+                  (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR) else exc.strerror)
+        kept = "" if restored else f"; the previous output is kept in {old}"
         raise OutputError(f"{out}: cannot move the finished build into place "
-                          f"({exc.strerror}); another build may have written it") from None
+                          f"({reason}){kept}") from None
     _fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _try_rename(src: Path, dst: Path) -> bool:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.rename(src, dst)
+    except OSError:
+        return False
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot sync ({exc.strerror})") from None

@@ -11,6 +11,7 @@ diagnostics; checks against the models live in check.py.
 
 from __future__ import annotations
 
+import math
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,8 @@ from .source import Diagnostic, RecipeError, Source, Span, did_you_mean, error
 
 TOP_SETTINGS = ("name", "base_model", "dtype")
 MAX_SLOTS = 1 << 16  # far beyond any real model; keeps a typo from allocating billions
+MAX_DIGITS = 18  # whole numbers up to 10**18: every real count; Python's int() caps at 4300
+ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}  # what printer.py writes
 
 _GRAMMAR_PLACES = (
     Path(__file__).parent / "grammar" / "tailor.lark",  # installed wheel
@@ -209,14 +212,14 @@ class _Builder:
         name_tok, path_tok = tree.children
         return ModelDecl(
             name=str(name_tok),
-            path=_unquote(path_tok),
+            path=self.string(path_tok),
             span=_span(self.path, name_tok),
             path_span=_span(self.path, path_tok),
         )
 
     def slot_decl(self, tree: Tree) -> SlotDecl:
         range_tree, op_tree = tree.children
-        bounds = [int(t) for t in range_tree.children]
+        bounds = [self.whole(t) for t in range_tree.children]
         start, stop = (bounds[0], bounds[0] + 1) if len(bounds) == 1 else bounds
         if stop > MAX_SLOTS:
             self.err(f"slot {stop - 1} is beyond the limit of {MAX_SLOTS} slots", range_tree)
@@ -448,19 +451,58 @@ class _Builder:
         tok = tree.children[0]
         text = str(tok)
         if kind == "string":
-            return _unquote(tok)
+            return self.string(tok)
         if kind == "percent":
-            return Percent(float(text[:-1]))
+            return Percent(self.finite(text[:-1], tok))
         if kind == "number":
-            return int(text) if text.lstrip("+-").isdigit() else float(text)
+            return self.whole(tok) if text.lstrip("+-").isdigit() else self.finite(text, tok)
         if text in ("true", "false"):
             return text == "true"
         return Name(text)
 
+    # Numbers and strings are checked here, not left to Python: float("1e999") is inf (which
+    # no printer can write back), int() refuses over 4300 digits, and a string's escapes
+    # must mean one thing (found by tests/test_fuzz.py).
 
-def _unquote(tok: Token) -> str:
-    body = str(tok)[1:-1]
-    return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
+    def whole(self, tok: Token) -> int:
+        text = str(tok)
+        if len(text.lstrip("+-0")) > MAX_DIGITS:
+            self.err(f"number {_clip(text)} is too large (at most {MAX_DIGITS} digits)", tok)
+            return 0
+        return int(text)
+
+    def finite(self, text: str, tok: Token) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            self.err(f"number {_clip(text)} is out of range", tok)
+            return 0.0
+        return value
+
+    def string(self, tok: Token) -> str:
+        body = str(tok)[1:-1]
+        if "\\" not in body:
+            return body
+        out, i = [], 0
+        while i < len(body):
+            c = body[i]
+            if c == "\\":
+                nxt = body[i + 1]  # STRING never ends in a lone backslash
+                if nxt not in ESCAPES:
+                    col = tok.column + 1 + i
+                    self.err(f"unknown escape '\\{nxt}' in a string", Span(
+                        self.path, tok.line, col, tok.line, col + 2),
+                        hint="escapes are \\\\ \\\" \\n \\t \\r; write \\\\ "
+                             "for a backslash (or use / in paths)")
+                out.append(ESCAPES.get(nxt, nxt))
+                i += 2
+            else:
+                out.append(c)
+                i += 1
+        return "".join(out)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:10]}...{text[-10:]}"
 
 
 def _show(value: Value) -> str:
@@ -477,7 +519,7 @@ def _show(value: Value) -> str:
 
 def _attach_comments(tokens: list[Token], anchors: list[tuple[str, Tree]], text: str):
     """Give each comment to the statement it sits above or at the end of."""
-    lines = text.splitlines()
+    lines = text.split("\n")  # as Lark counts lines: a form feed or \r is not a line break
     out: list[tuple[str, list[str], str | None]] = [(a, [], None) for a, _ in anchors]
     header: list[str] = []
     footer: list[str] = []
@@ -487,7 +529,11 @@ def _attach_comments(tokens: list[Token], anchors: list[tuple[str, Tree]], text:
         body = str(tok).rstrip()
         own_line = lines[tok.line - 1][: tok.column - 1].strip() == ""
         if not own_line:
+            # At the end of a statement's last line, else of its first (`search {  # c`):
+            # where the printer puts it back, so that fmt is stable.
             i = max((k for k, e in enumerate(ends) if e == tok.line), default=None)
+            if i is None:
+                i = next((k for k, s in enumerate(starts) if s == tok.line), None)
             if i is not None:
                 out[i] = (out[i][0], out[i][1], body)
                 continue

@@ -10,6 +10,8 @@ numbers in their shortest exact form; comments kept where they were.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from .recipe import Choose, Drop, Merge, Name, Op, Open, Percent, Recipe, Setting, Take, Value
 
 
@@ -19,10 +21,12 @@ def format_value(value: Value) -> str:
     if isinstance(value, Name):
         return value.id
     if isinstance(value, Percent):
+        # PERCENT has no exponent: 1e-05% would not parse back, 0.00001% does.
         v = value.value
-        return f"{int(v) if v == int(v) else v!r}%"
+        return f"{int(v) if v == int(v) else format(Decimal(repr(v)), 'f')}%"
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+                   .replace("\r", "\\r").replace("\t", "\\t"))
         return f'"{escaped}"'
     if isinstance(value, tuple):
         return "[" + ", ".join(format_value(v) for v in value) + "]"

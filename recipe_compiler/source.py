@@ -54,7 +54,7 @@ class Source:
     text: str = field(repr=False)
 
     def line(self, number: int) -> str | None:
-        lines = self.text.splitlines()
+        lines = self.text.split("\n")  # as the parser counts lines (not at \f or a lone \r)
         return lines[number - 1] if 1 <= number <= len(lines) else None
 
 

@@ -149,7 +149,7 @@ def _layer_of(name, prefix):
 
 def _layers(model):
     base = getattr(model, model.base_model_prefix)
-    return getattr(base, "layers", None) or getattr(base, "h")
+    return getattr(base, "layers", None) or base.h
 
 
 def test_assembled_in_memory_equals_built_checkpoint(arch_family, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe_compiler.check import check, load_and_check
+from recipe_compiler.check import check
 from recipe_compiler.evolve import EvolveError, make_evaluator, prepare
 from recipe_compiler.evolve.genome import decode, kept_count, mutate, random_genome
 from recipe_compiler.evolve.run import Search
@@ -26,7 +26,7 @@ def write_recipe(tmp: Path, zoo: Path, slots: str, search: str) -> Path:
     return path
 
 
-SEARCH = f"""remove = 25%
+SEARCH = """remove = 25%
 population = 6
 generations = 2
 seed = 3

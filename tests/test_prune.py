@@ -95,6 +95,7 @@ def test_drop_recipe_and_counts():
     from recipe_compiler.printer import format_recipe
 
     r = drop_recipe("m", "../m", 8, {2, 5, 6}, ["why"])
-    assert format_recipe(r) == ('# why\n\nmodel m = "../m"\n\nslot 0..2 = take(m)\nslot 2    = drop\n'
-                                'slot 3..5 = take(m)\nslot 5..7 = drop\nslot 7    = take(m)\n')
+    assert format_recipe(r) == ('# why\n\nmodel m = "../m"\n\nslot 0..2 = take(m)\n'
+                                'slot 2    = drop\nslot 3..5 = take(m)\nslot 5..7 = drop\n'
+                                'slot 7    = take(m)\n')
     assert removal_count("25%", 12) == 3 and removal_count("4", 12) == 4

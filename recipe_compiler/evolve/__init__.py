@@ -167,7 +167,8 @@ def _cache_stats(evaluator, score_map: LocalMap) -> dict:
     st = evaluator.stats
     if score_map.pool is not None:
         return {}
-    return {"cache_hit_rate": round(st.hit_rate, 4), "layers_run": st.act_misses,
+    return {"cache_hit_rate": round(st.hit_rate, 4), "failed": len(evaluator.failures),
+            "layers_run": st.act_misses,
             "layers_skipped": st.act_hits, "merged_layers_built": st.layer_misses}
 
 

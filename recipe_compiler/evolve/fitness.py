@@ -23,6 +23,7 @@ Works on Llama-style layer stacks (Llama, Mistral, Qwen2, Qwen3).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -38,6 +39,17 @@ from ..plan import merge_expr, needs_base
 from ..recipe import ClosedOp, Drop, Merge, Recipe, Take
 
 FAST_ARCHES = ("llama", "mistral", "qwen2", "qwen3")
+# Below every real fitness (a weighted mean of accuracies, in [0, 1]); finite, so that
+# history.jsonl stays plain JSON and the plot keeps its scale.
+FAILED_FITNESS = -1.0
+
+log = logging.getLogger("recipe_compiler")
+
+
+def _describe(recipe: Recipe) -> str:
+    from ..printer import format_op
+
+    return "; ".join(f"{i}: {format_op(op)}" for i, op in enumerate(recipe.ops()))
 
 
 @dataclass
@@ -113,6 +125,7 @@ class Evaluator:
         self._layers = _LRU(layer_cache)
         self._acts = _LRU(act_budget, size=lambda t: t.numel() * t.element_size())
         self._scores: dict[tuple, dict[str, float]] = {}
+        self.failures: list[tuple[Recipe, str]] = []  # candidates that could not be scored
         self.batches = self._make_batches(tokenizer, batch_size)
 
     # --- inputs ------------------------------------------------------------------------
@@ -261,11 +274,30 @@ class Evaluator:
     # --- scores ------------------------------------------------------------------------
 
     def scores(self, recipe: Recipe, rung: int) -> dict[str, float]:
-        """Per-task accuracy over the first `self.rungs[rung]` items of each task."""
+        """Per-task accuracy over the first `self.rungs[rung]` items of each task.
+
+        A candidate that cannot be scored (an exception, or non-finite log-probabilities)
+        gets NaN for every task, which `fitness` turns into the worst fitness, and the reason
+        is logged and kept in `self.failures`: one bad candidate must not end a night's
+        search. The NaN result is cached like any other, so runs stay reproducible."""
         key = (recipe, rung)
         if self.caches and key in self._scores:
             self.stats.score_hits += 1
             return self._scores[key]
+        try:
+            return self._scores_of(recipe, rung)
+        except Exception as exc:  # noqa: BLE001 - any failure of one candidate, see above
+            reason = f"{type(exc).__name__}: {exc}"
+            self.failures.append((recipe, reason))
+            log.warning("tailorc: warning: candidate could not be scored, given the worst "
+                        "fitness: %s (%s)", reason, _describe(recipe))
+            result = {t.name: math.nan for t in self.tasks}
+            if self.caches:
+                self._scores[key] = result
+            return result
+
+    def _scores_of(self, recipe: Recipe, rung: int) -> dict[str, float]:
+        key = (recipe, rung)
         self.stats.evaluations += 1
         limit = self.rungs[rung]
         right = [0] * len(self.tasks)
@@ -274,6 +306,9 @@ class Evaluator:
             if batch.items.start >= limit:
                 continue
             logprobs = self.batch_logprobs(recipe, b)
+            if not bool(torch.isfinite(logprobs).all()):
+                raise FloatingPointError(f"non-finite log-probabilities on task "
+                                         f"'{self.tasks[batch.task].name}'")
             for row_targets, gold in zip(batch.targets, batch.golds):
                 right[batch.task] += _correct(logprobs, batch.ids, row_targets, gold)
                 count[batch.task] += 1
@@ -283,6 +318,8 @@ class Evaluator:
         return result
 
     def fitness(self, scores: dict[str, float]) -> float:
+        if any(math.isnan(v) for v in scores.values()):
+            return FAILED_FITNESS
         total = sum(self.task_weights)
         return sum(w * scores[t.name] for w, t in zip(self.task_weights, self.tasks)) / total
 
