@@ -88,13 +88,15 @@ def random_gene(space: SearchSpace, slot: SlotSpace, rng: random.Random) -> Gene
     if slot.options is not None:
         return Gene(choice=rng.randrange(len(slot.options)))
     n = len(space.candidates)
+    # Mostly whole layers: a random merge of many models is rarely good, so merges start
+    # small and the search grows them where they pay.
     roll = rng.random()
-    if roll < 0.3 or n == 0:
+    if roll < 0.35 or n == 0:
         sources: tuple[str, ...] = ()
-    elif roll < 0.7 or n == 1:
+    elif roll < 0.85 or n == 1:
         sources = (rng.choice(space.candidates),)
     else:
-        k = rng.randint(2, n)
+        k = rng.randint(2, min(3, n))
         chosen = set(rng.sample(space.candidates, k))
         sources = tuple(m for m in space.candidates if m in chosen)
     return Gene(
@@ -111,19 +113,22 @@ def random_genome(space: SearchSpace, rng: random.Random) -> Genome:
     return repair(space, [random_gene(space, s, rng) for s in space.slots], rng, want)
 
 
-def genome_from_drops(space: SearchSpace, drops: set[int], rng: random.Random) -> Genome:
-    """The base model with exactly these slots dropped (as far as the open slots allow):
-    the seed for a pruning heuristic's answer."""
+def genome_from_drops(space: SearchSpace, drops: set[int], rng: random.Random,
+                      source: str | None = None) -> Genome:
+    """One model (the base by default) with exactly these slots dropped, as far as the open
+    slots allow: the seed for a pruning heuristic's answer applied to that model."""
+    sources = (source,) if source is not None and source != space.base else ()
     genes = []
     for slot in space.slots:
         if slot.options is None:
-            genes.append(Gene(drop=slot.index in drops,
+            genes.append(Gene(drop=slot.index in drops, sources=sources,
                               weights=tuple(0.5 for _ in space.candidates),
                               method=space.settings.methods[0]))
         else:
             want_drop = slot.index in drops
-            pick = next((i for i, o in enumerate(slot.options)
-                         if isinstance(o, Drop) == want_drop), 0)
+            fits = [i for i, o in enumerate(slot.options) if isinstance(o, Drop) == want_drop]
+            pick = next((i for i in fits if sources and isinstance(slot.options[i], Take)
+                         and slot.options[i].model == sources[0]), fits[0] if fits else 0)
             genes.append(Gene(choice=pick))
     return repair(space, genes, rng)
 

@@ -95,14 +95,14 @@ class Search:
         return ind
 
     def initial_population(self):
+        """Warm starts first — each heuristic's drops applied to each model (the base, then
+        every candidate), as GPTailor seeds its search — then random individuals."""
         s = self.settings
-        n_warm = min(len(self.warm) * 3, int(round(s.population * s.warm_start)))
-        pop = []
-        for k in range(n_warm):  # each heuristic as is, then mutated variants of it
-            g = genome_from_drops(self.space, self.warm[k % len(self.warm)], random)
-            if k >= len(self.warm):
-                g = mutate(self.space, g, random, s.mutation)
-            pop.append(self._new(g))
+        models = (self.space.base, *self.space.candidates)
+        seeds = [(drops, m) for drops in self.warm for m in models]
+        n_warm = min(len(seeds), int(round(s.population * s.warm_start)))
+        pop = [self._new(genome_from_drops(self.space, drops, random, m))
+               for drops, m in seeds[:n_warm]]
         while len(pop) < s.population:
             pop.append(self._new(random_genome(self.space, random)))
         return pop
@@ -186,7 +186,7 @@ class Search:
                 del kids[i - 1].fitness.values, kids[i].fitness.values
         for ind in kids:
             if random.random() < s.mutation:
-                ind[:] = mutate(self.space, ind, random, 1.0 / max(1, len(ind)))
+                ind[:] = mutate(self.space, ind, random, 2.0 / max(1, len(ind)))
                 del ind.fitness.values
         return kids
 

@@ -36,10 +36,10 @@ class Settings:
     weight_range: tuple[float, float] = (0.0, 1.0)
     scale_range: tuple[float, float] | None = None  # None: `scale` is not searched
     objectives: tuple[str, ...] = ("score",)
-    warm_start: float = 0.25  # share of generation 0 seeded from pruning heuristics
+    warm_start: float = 0.5  # share of generation 0 seeded from pruning heuristics
     elite: int = 2
     crossover: float = 0.6
-    mutation: float = 0.3
+    mutation: float = 0.8  # chance a child mutates (then ~2 of its genes change)
     batch_size: int = 32
 
 
