@@ -125,17 +125,24 @@ class LocalMap:
             self.pool.join()
 
 
-def warm_starts(evaluator, space: SearchSpace) -> dict[str, set[int]]:
-    """Cheap pruning heuristics on the base: their drops seed generation 0."""
-    from .fitness import angular_block_drops, block_influence_drops
+def warm_starts(evaluator, space: SearchSpace, samples: int = 32) -> dict[str, set[int]]:
+    """Cheap pruning heuristics on the base (`tailorc prune`'s block influence and angular
+    distance, on the search's own task texts, and drop-last): their drops seed generation 0."""
+    from ..evaluate import McItem
+    from ..prune import choose_drops, encode
 
     n = space.slot_count - space.target_kept
-    if n <= 0:
+    if n <= 0 or space.slot_count != len(evaluator._stack(space.base)):
         return {}
-    last = set(range(space.slot_count - n, space.slot_count))
-    return {"block-influence": block_influence_drops(evaluator, n),
-            "angular": angular_block_drops(evaluator, n),
-            "drop-last": last}
+    texts = [it.context + it.choices[it.gold] if isinstance(it, McItem) else it.prompt + it.answer
+             for task in evaluator.tasks for it in task.items[:samples]]
+    model = evaluator.hf[space.base]
+    batch = encode(evaluator.tokenizer, texts, model.config.max_position_embeddings,
+                   evaluator.device)
+    arch = evaluator.arch
+    return {"block-influence": choose_drops("block-influence", model, arch, batch, n)[0],
+            "angular": choose_drops("angular", model, arch, batch, n)[0],
+            "drop-last": set(range(space.slot_count - n, space.slot_count))}
 
 
 def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,

@@ -126,6 +126,7 @@ class Evaluator:
         self._acts = _LRU(act_budget, size=lambda t: t.numel() * t.element_size())
         self._scores: dict[tuple, dict[str, float]] = {}
         self.failures: list[tuple[Recipe, str]] = []  # candidates that could not be scored
+        self.tokenizer = tokenizer
         self.batches = self._make_batches(tokenizer, batch_size)
 
     # --- inputs ------------------------------------------------------------------------
@@ -349,63 +350,6 @@ def _stop_ids(tokenizer) -> tuple[int, ...]:
     if not out:
         raise ValueError("the tokenizer has neither a newline token nor an EOS token")
     return out
-
-
-def block_influence(ev: Evaluator, n_batches: int = 4) -> list[float]:
-    """ShortGPT's block influence of each base layer, 1 - mean cos(x_in, x_out) over real
-    tokens of the first batches: a warm-start heuristic (low BI = safe to drop)."""
-    stack = ev._stack(ev.base_name)
-    bi = [0.0] * len(stack)
-    tokens = 0
-    with torch.no_grad():
-        for b in range(min(n_batches, len(ev.batches))):
-            batch = ev.batches[b]
-            h = ev.hf[ev.base_name].model.embed_tokens(batch.ids)
-            aux = ev._aux(batch, h)
-            real = batch.mask.bool()
-            states = [h]
-            for layer in stack:
-                out = layer(h, attention_mask=aux[0], position_ids=aux[1],
-                            position_embeddings=aux[2])
-                h = out[0] if isinstance(out, tuple) else out
-                states.append(h)
-            for i in range(len(stack)):
-                cos = torch.nn.functional.cosine_similarity(states[i], states[i + 1], dim=-1)
-                bi[i] += float((1 - cos)[real].sum())
-            tokens += int(real.sum())
-    return [v / max(tokens, 1) for v in bi]
-
-
-def block_influence_drops(ev: Evaluator, n: int) -> set[int]:
-    scores = block_influence(ev)
-    return set(sorted(range(len(scores)), key=lambda i: scores[i])[:n])
-
-
-def angular_block_drops(ev: Evaluator, n: int, n_batches: int = 4) -> set[int]:
-    """Gromov et al.: drop the block [l, l+n) whose input and output differ least in angle
-    at each sequence's last token."""
-    stack = ev._stack(ev.base_name)
-    L = len(stack)
-    dist = [0.0] * (L - n + 1)
-    with torch.no_grad():
-        for b in range(min(n_batches, len(ev.batches))):
-            batch = ev.batches[b]
-            h = ev.hf[ev.base_name].model.embed_tokens(batch.ids)
-            aux = ev._aux(batch, h)
-            last = batch.mask.sum(-1) - 1
-            rows = torch.arange(h.shape[0], device=h.device)
-            states = [h[rows, last]]
-            for layer in stack:
-                out = layer(h, attention_mask=aux[0], position_ids=aux[1],
-                            position_embeddings=aux[2])
-                h = out[0] if isinstance(out, tuple) else out
-                states.append(h[rows, last])
-            for start in range(L - n + 1):
-                cos = torch.nn.functional.cosine_similarity(states[start], states[start + n],
-                                                            dim=-1).clamp(-1, 1)
-                dist[start] += float((torch.arccos(cos) / math.pi).sum())
-    start = min(range(len(dist)), key=lambda i: dist[i])
-    return set(range(start, start + n))
 
 
 def load_tasks_for(paths: list[Path]) -> list[Task]:
