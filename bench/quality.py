@@ -110,8 +110,8 @@ def main() -> None:
     ap.add_argument("--remove", type=int, default=3, help="layers removed of 12 (default 3)")
     ap.add_argument("--limit", type=int, default=None, help="test items per task (all)")
     ap.add_argument("--samples", type=int, default=32, help="calibration items per skill")
-    ap.add_argument("--population", type=int, default=16)
-    ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--population", type=int, default=24)
+    ap.add_argument("--generations", type=int, default=12)
     ap.add_argument("--curve", default="0,1,2,3,4,5,6", help="layers removed for the curve")
     ap.add_argument("--work", type=Path, default=Path("/tmp/tailor-quality"))
     ap.add_argument("--write-docs", action="store_true")
@@ -127,7 +127,9 @@ def main() -> None:
         model, _ = load(zoo / name)
         rows[f"dense {name}"] = test_scores(model, tok, tasks, args.limit)
         print(name, rows[f"dense {name}"], flush=True)
-    best_ft = max(SKILLS, key=lambda m: rows[f"dense {m}"]["mean"])
+    # the best single fine-tune is chosen on validation, like everything else tuned here
+    val = [load_task(zoo / "tasks" / "val" / f"{s}.jsonl") for s in SKILLS]
+    best_ft = max(SKILLS, key=lambda m: test_scores(load(zoo / m)[0], tok, val, None)["mean"])
     for method in METHODS:
         for model_name in ("base", best_ft):
             key = f"{method} on {model_name}"
@@ -145,8 +147,7 @@ def main() -> None:
                                 baseline(method, "base", zoo, k, tasks, args.limit,
                                          args.samples)["mean"])
         curve["GPTailor"][k] = (rows["dense base"]["mean"] if k == 0 else search(
-            "?", zoo, args.work / f"curve{k}", k, budget | {"generations": 4}, tasks, tok,
-            args.limit)["mean"])
+            "?", zoo, args.work / f"curve{k}", k, budget, tasks, tok, args.limit)["mean"])
         print("curve", k, {m: c[k] for m, c in curve.items()}, flush=True)
     (args.work / "results.json").write_text(json.dumps({"rows": rows, "curve": curve,
                                                         "best_ft": best_ft}, indent=2))

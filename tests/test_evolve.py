@@ -175,3 +175,19 @@ def test_missing_tasks_is_a_clear_error(quick_zoo, tmp_path):
     path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?", 'remove = 25%\ntasks = "nope"')
     with pytest.raises(EvolveError, match="nope"):
         make_evaluator(prepare(path, {}))
+
+
+def test_worker_processes_give_the_local_result(space_file):
+    from recipe_compiler.evolve import LocalMap
+
+    overrides = {"generations": 1, "population": 4}
+    p = prepare(space_file, overrides)
+    local = summary(*run_search(p)[:2])
+    ev = make_evaluator(p)
+    workers = LocalMap(ev, 2, (str(space_file), overrides, "cpu", 1, True))
+    try:
+        search = Search(p.space, workers, ev.fitness, warm=[{9, 10, 11}])
+        pop, _ = search.run()
+    finally:
+        workers.close()
+    assert summary(search, pop) == local
