@@ -15,7 +15,6 @@ fsyncs its output before renaming it into place, so `cp + sync` is the fair disk
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -24,51 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-HIDDEN, INTER, VOCAB = 1024, 2816, 32000
-
-
-def make_model(path: Path, layers: int, seed: int) -> None:
-    """A Llama-shaped checkpoint in bf16, in shards of about 1 GB like real ones."""
-    import torch
-    from safetensors.torch import save_file
-
-    path.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape):
-        return (torch.randn(*shape, generator=g) * 0.02).to(torch.bfloat16)
-
-    tensors = {"model.embed_tokens.weight": rand(VOCAB, HIDDEN),
-               "model.norm.weight": torch.ones(HIDDEN, dtype=torch.bfloat16),
-               "lm_head.weight": rand(VOCAB, HIDDEN)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            tensors[f"{p}self_attn.{name}.weight"] = rand(HIDDEN, HIDDEN)
-        tensors[f"{p}mlp.gate_proj.weight"] = rand(INTER, HIDDEN)
-        tensors[f"{p}mlp.up_proj.weight"] = rand(INTER, HIDDEN)
-        tensors[f"{p}mlp.down_proj.weight"] = rand(HIDDEN, INTER)
-        tensors[f"{p}input_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.bfloat16)
-        tensors[f"{p}post_attention_layernorm.weight"] = torch.ones(HIDDEN, dtype=torch.bfloat16)
-    shards, current, size, limit = [], {}, 0, 1_000_000_000
-    for name, t in tensors.items():
-        if current and size + t.numel() * 2 > limit:
-            shards.append(current)
-            current, size = {}, 0
-        current[name] = t
-        size += t.numel() * 2
-    shards.append(current)
-    weight_map = {}
-    for k, shard in enumerate(shards):
-        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, path / fname, metadata={"format": "pt"})
-        weight_map.update({n: fname for n in shard})
-    (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-              "hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": layers,
-              "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": VOCAB,
-              "torch_dtype": "bfloat16", "rms_norm_eps": 1e-5}
-    (path / "config.json").write_text(json.dumps(config, indent=2))
+from checkpoints import make_in_child  # bench/checkpoints.py
 
 
 def recipes(root: Path, layers: int) -> dict[str, Path]:
@@ -100,11 +55,8 @@ def run(cmd: list[str]) -> tuple[float, int]:
 
 def bench_family(root: Path, layers: int, runs: int) -> list[tuple]:
     if not (root / "ft" / "config.json").exists():
-        # in a child process, so this process stays small: a child's peak RSS counts the
-        # memory of the process it was forked from
-        for name, seed in (("base", 1), ("ft", 2)):
-            subprocess.run([sys.executable, __file__, "--make", str(root / name), str(layers),
-                            str(seed)], check=True)
+        for name, seed in (("base", 1), ("ft", 2)):  # children: keep this process small
+            make_in_child(root / name, layers, seed)
     inputs = sorted((root / "base").glob("*.safetensors"))
     in_bytes = sum(p.stat().st_size for p in inputs)
     tailorc = str(Path(sys.executable).parent / "tailorc")
@@ -131,9 +83,6 @@ def bench_family(root: Path, layers: int, runs: int) -> list[tuple]:
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--make":
-        make_model(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
-        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/tailor-bench"))

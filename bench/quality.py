@@ -20,7 +20,7 @@ import torch
 
 from recipe_compiler.assemble import assemble
 from recipe_compiler.evaluate import evaluate, load_task, mean_score
-from recipe_compiler.evolve import make_evaluator, prepare
+from recipe_compiler.evolve import make_evaluator, prepare, warm_starts
 from recipe_compiler.evolve.genome import decode
 from recipe_compiler.evolve.run import Search
 from recipe_compiler.parser import parse
@@ -91,7 +91,9 @@ def search(space_op: str, zoo: Path, work: Path, remove: int, budget: dict, task
     p = prepare(path, {})
     ev = make_evaluator(p)
     start = time.perf_counter()
-    s = Search(p.space, lambda rs, rung: [ev.scores(r, rung) for r in rs], ev.fitness)
+    warm = list(warm_starts(ev, p.space).values())  # exactly as `tailorc evolve` seeds
+    s = Search(p.space, lambda rs, rung: [ev.scores(r, rung) for r in rs], ev.fitness,
+               warm=warm)
     pop, hof = s.run()
     seconds = time.perf_counter() - start
     best = max(pop, key=lambda i: i.fitness.values[0])

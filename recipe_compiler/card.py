@@ -7,15 +7,8 @@ and parameter counts before and after.
 
 from __future__ import annotations
 
-from .plan import Plan
+from .plan import Plan, human_count
 from .recipe import Recipe
-
-
-def _count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
 
 
 def model_card(recipe: Recipe, plan: Plan, recipe_text: str) -> str:
@@ -40,7 +33,7 @@ def model_card(recipe: Recipe, plan: Plan, recipe_text: str) -> str:
         "",
         f"- base model (embeddings, final norm, head, config, tokenizer): `{plan.base}`",
         f"- layers: {kept} of {len(plan.slots)} slots kept",
-        f"- parameters: {_count(plan.params_before)} -> {_count(plan.params_after)} "
+        f"- parameters: {human_count(plan.params_before)} -> {human_count(plan.params_after)} "
         f"({removed:.1%} removed)",
         f"- dtype: {plan.dtype or 'as the base model'}",
         "",
