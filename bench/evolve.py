@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def run(recipe: Path, overrides: dict, caches: bool) -> dict:
-    from recipe_compiler.evolve import make_evaluator, prepare
+    from recipe_compiler.evolve import make_evaluator, prepare, warm_starts
     from recipe_compiler.evolve.run import Search
 
     p = prepare(recipe, overrides)
@@ -28,7 +28,8 @@ def run(recipe: Path, overrides: dict, caches: bool) -> dict:
         return [ev.scores(r, rung) for r in recipes]
 
     start = time.perf_counter()
-    search = Search(p.space, score, ev.fitness, warm=[])
+    warm = list(warm_starts(ev, p.space).values())  # seeded as `tailorc evolve` seeds
+    search = Search(p.space, score, ev.fitness, warm=warm)
     pop, _ = search.run()
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "candidates": calls["n"],
