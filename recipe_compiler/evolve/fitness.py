@@ -27,7 +27,6 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -350,9 +349,3 @@ def _stop_ids(tokenizer) -> tuple[int, ...]:
     if not out:
         raise ValueError("the tokenizer has neither a newline token nor an EOS token")
     return out
-
-
-def load_tasks_for(paths: list[Path]) -> list[Task]:
-    from ..evaluate import load_task
-
-    return [load_task(p) for p in paths]
