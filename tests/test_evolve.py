@@ -191,3 +191,13 @@ def test_worker_processes_give_the_local_result(space_file):
     finally:
         workers.close()
     assert summary(search, pop) == local
+
+
+def test_an_architecture_the_search_cannot_run_is_a_clear_error(arch_family, tmp_path):
+    root = arch_family("gpt2")
+    path = tmp_path / "g.tr"
+    path.write_text(f'model base = "{root / "base"}"\nmodel math = "{root / "math"}"\n'
+                    'slot 0..6 = ?\nsearch {\n  remove = 2\n  tasks = "x.jsonl"\n}\n')
+    (tmp_path / "x.jsonl").write_text('{"prompt": "a", "answer": "b"}\n')
+    with pytest.raises(EvolveError):
+        make_evaluator(prepare(path, {}))

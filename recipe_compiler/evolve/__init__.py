@@ -79,9 +79,12 @@ def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
     if s.task_weights and len(s.task_weights) != len(tasks):
         raise EvolveError(f"task_weights has {len(s.task_weights)} values for {len(tasks)} "
                           f"tasks ({', '.join(t.name for t in tasks)})")
-    tokenizer = AutoTokenizer.from_pretrained(p.models[p.space.base].path)
-    return Evaluator(p.recipe, p.models, tasks, tokenizer, weights=s.task_weights,
-                     device=device, batch_size=s.batch_size, rungs=rungs(s), caches=caches)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(p.models[p.space.base].path)
+        return Evaluator(p.recipe, p.models, tasks, tokenizer, weights=s.task_weights,
+                         device=device, batch_size=s.batch_size, rungs=rungs(s), caches=caches)
+    except (OSError, ValueError) as exc:  # no tokenizer, an architecture the search can't run
+        raise EvolveError(str(exc).strip().splitlines()[0]) from None
 
 
 # --- worker processes (`--workers N`) --------------------------------------------------
