@@ -172,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--objectives", default=None, metavar="LIST",
                    help="'score' (default) or 'score,size' for an NSGA-II Pareto front")
     v.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="evaluate in N local worker processes")
+                   help="evaluate in N local worker processes (with --ray: N actors)")
+    v.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="evaluate on a Ray cluster ('auto': the one this machine joined); "
+                        "--workers N caps the actors (default: one per CPU, or per GPU "
+                        "with --device cuda); pip install '.[ray]'")
     v.add_argument("--device", default=None, metavar="DEV")
     v.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads per process (default: 1)")
@@ -566,7 +570,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
                             device=_device(args.device), threads=threads,
                             caches=not args.no_cache, resume=args.resume,
                             recipe_path=args.recipe, overrides=overrides,
-                            on_generation=on_generation)
+                            on_generation=on_generation, ray_address=args.ray)
         except EvolveError as exc:
             raise UserError(str(exc)) from None
     err.print()

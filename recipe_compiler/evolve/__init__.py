@@ -151,7 +151,7 @@ def warm_starts(evaluator, space: SearchSpace, samples: int = 32) -> dict[str, s
 def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
            device: str = "cpu", threads: int | None = None, caches: bool = True,
            resume: bool = False, recipe_path: Path | None = None, overrides: dict | None = None,
-           on_generation: Callable | None = None):
+           on_generation: Callable | None = None, ray_address: str | None = None):
     """Run the search; write the run directory; return (best, pareto front, history)."""
     from .report import write_outputs
     from .run import Search
@@ -160,7 +160,7 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
     evaluator = make_evaluator(p, device=device, caches=caches)
     heuristics = warm_starts(evaluator, p.space)
     init = (str(recipe_path), overrides or {}, device, threads or 1, caches)
-    score_map = LocalMap(evaluator, workers, init)
+    score_map = _score_map(evaluator, workers, init, ray_address)
     search = Search(p.space, score_map, evaluator.fitness, warm=list(heuristics.values()),
                     state_path=str(run_dir / "state.pkl"), on_generation=on_generation,
                     extra_stats=lambda: _cache_stats(evaluator, score_map))
@@ -173,9 +173,27 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
     return write_outputs(p, search, pop, hof, run_dir, command=command, heuristics=heuristics)
 
 
-def _cache_stats(evaluator, score_map: LocalMap) -> dict:
+def _score_map(evaluator, workers: int, init: tuple, ray_address: str | None):
+    """In-process or local processes (LocalMap), or a Ray cluster (`--ray auto|ADDRESS`:
+    `workers` actors, 0 = one per CPU/GPU of the cluster)."""
+    if not ray_address:
+        return LocalMap(evaluator, workers, init)
+    from .ray_map import RayMap
+
+    try:
+        return RayMap(evaluator, init, address=ray_address, workers=workers or None)
+    except BaseException:
+        import sys
+
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()  # connected, then failed to start the actors: disconnect
+        raise
+
+
+def _cache_stats(evaluator, score_map) -> dict:
     st = evaluator.stats
-    if score_map.pool is not None:
+    if not isinstance(score_map, LocalMap) or score_map.pool is not None:  # caches are remote
         return {}
     return {"cache_hit_rate": round(st.hit_rate, 4), "failed": len(evaluator.failures),
             "layers_run": st.act_misses,
