@@ -87,3 +87,18 @@ def test_a_ray_cluster_gives_the_local_result_even_when_a_worker_dies(space_file
     result, stats = _ray_search(space_file, cluster, on_result=kill_once)
     assert killed and stats["replaced"] >= 1 and stats["requeued"] >= 1
     assert result == local
+
+
+def test_an_unreachable_cluster_is_a_clear_error_fast():
+    import socket
+    import time
+
+    from recipe_compiler.evolve.ray_map import _reachable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError, match="nothing answers"):
+        _reachable(f"127.0.0.1:{port}")
+    assert time.perf_counter() - start < 6

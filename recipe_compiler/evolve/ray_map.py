@@ -33,6 +33,19 @@ PREFIX_LAYERS = 4
 MAX_ATTEMPTS = 3
 
 
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on: ray.init itself retries for minutes."""
+    host, _, port = address.rpartition(":")
+    if address in ("auto", "local") or not port.isdigit() or address.startswith("ray://"):
+        return
+    import socket
+
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {address} ({exc})") from None
+
+
 def _reason(exc: BaseException) -> str:
     """One line for a dead actor: Ray's message ends with the worker's own exception."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -85,6 +98,7 @@ class RayMap:
         if self.owns_ray:
             # address None starts a private single-machine Ray; "auto" joins a running one.
             try:
+                _reachable(address)
                 ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
             except ConnectionError as exc:
                 raise EvolveError(f"cannot reach the Ray cluster at {address}: {exc}") from None
