@@ -48,9 +48,6 @@ def model_card(recipe: Recipe, plan: Plan, recipe_text: str) -> str:
         "| slot | output layer | operation | sources (model:layer) |",
         "|---|---|---|---|",
     ]
-    for s in plan.slots:
-        out = "-" if s.out_layer is None else str(s.out_layer)
-        src = ", ".join(f"{m}:{i}" for m, i in s.sources) or "-"
-        lines.append(f"| {s.slot} | {out} | {s.op} | {src} |")
+    lines += ["| " + " | ".join(s.cells()) + " |" for s in plan.slots]
     lines += ["", "## Recipe", "", "```", recipe_text.rstrip("\n"), "```", ""]
     return "\n".join(lines)

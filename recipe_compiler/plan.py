@@ -136,6 +136,12 @@ class SlotPlan:
     sources: tuple[tuple[str, int], ...]  # (model, source layer)
     params: int
 
+    def cells(self) -> tuple[str, str, str, str]:
+        """(slot, output layer, operation, sources) as printed in listings and model cards."""
+        out = "-" if self.out_layer is None else str(self.out_layer)
+        return (str(self.slot), out, self.op,
+                ", ".join(f"{m}:{i}" for m, i in self.sources) or "-")
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -439,9 +445,8 @@ def format_plan(plan: Plan, *, verbose: bool = False) -> str:
         "slot  layer  operation             sources (model:layer)",
     ]
     for s in plan.slots:
-        out = "-" if s.out_layer is None else str(s.out_layer)
-        src = ", ".join(f"{m}:{i}" for m, i in s.sources) or "-"
-        lines.append(f"{s.slot:<5} {out:<6} {s.op:<21} {src}")
+        slot, out, op, src = s.cells()
+        lines.append(f"{slot:<5} {out:<6} {op:<21} {src}")
     lines += ["", "reads, in order"]
     lines += [f"  {model:<10} {Path(file).name:<40} {n:>5} tensors  {human_bytes(size)}"
               for (model, file), (n, size) in _reads_by_file(plan).items()]
