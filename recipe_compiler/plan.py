@@ -388,9 +388,6 @@ def _config(base: ModelInfo, slots: tuple[SlotPlan, ...], dtype: str | None) -> 
     return json.dumps(config, indent=2) + "\n"
 
 
-def model_dir_files(path: Path) -> list[str]:
-    return [n for n in COPIED_FILES if (path / n).is_file()]
-
 
 # --- the readable listing (`tailorc plan`) ------------------------------------------
 

@@ -8,7 +8,6 @@ influence), history.jsonl and evolve.png; returns an `EvolveResult` for the CLI.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from ..output import relocate
 from ..printer import format_recipe
 from ..recipe import Drop, Merge, Recipe, SlotDecl, Take
 from .genome import decode, genome_from_drops, kept_count
+from .run import write_history
 
 
 @dataclass
@@ -82,9 +82,7 @@ def write_outputs(p, search, pop, hof, run_dir: Path, *, command: str,
             "the base model pruned by block influence (ShortGPT), for comparison",
             f"drops slots {sorted(heuristics['block-influence'])}"])))
         files.append(run_dir / "shortgpt.tr")
-    with open(run_dir / "history.jsonl", "w") as f:
-        for h in search.history:
-            f.write(json.dumps(h) + "\n")
+    write_history(str(run_dir / "history.jsonl"), search.history)
     files.append(run_dir / "history.jsonl")
     png = run_dir / "evolve.png"
     if plot(search.history, decode(space, list(best)), [m.name for m in p.recipe.models], png):

@@ -9,7 +9,7 @@ every individual keeps, and the `Settings` of the run — or diagnostics pointin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..check import Models, concrete_ops, model_path
@@ -240,7 +240,3 @@ def task_files(recipe: Recipe, settings: Settings) -> list[Path]:
         path = model_path(recipe, entry)
         files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     return files
-
-
-def with_overrides(settings: Settings, **kw) -> Settings:
-    return replace(settings, **{k: v for k, v in kw.items() if v is not None})
