@@ -11,20 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .check import Models, load_and_check
-from .parser import parse_file
+from .check import Models
+from .frontdoor import load_checked
 from .plan import lower
 from .recipe import Recipe
-from .source import RecipeError, Source
 
 
 def load_recipe(path: Path) -> tuple[Recipe, Models]:
-    recipe = parse_file(path)
-    models, diags = load_and_check(recipe, require_closed=True)
-    errors = [d for d in diags if d.severity == "error"]
-    if errors:
-        raise RecipeError(errors, Source(str(path), path.read_text(encoding="utf-8")))
-    return recipe, models
+    loaded = load_checked(path, require_closed=True)
+    return loaded.recipe, loaded.models
 
 
 def assemble(recipe: Recipe, models: Models, *, device: str = "cpu"):

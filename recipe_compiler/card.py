@@ -1,19 +1,38 @@
 """The model card (README.md) written beside a built checkpoint.
 
-Consumes: the canonical recipe text, the `Plan` and the recipe's models.
+Consumes: the recipe with its model paths relative to the output, the canonical recipe
+text, the `Plan`, and where each model was read from.
 Produces: Markdown with Hugging Face front matter: what was built from what, the slot map,
 and parameter counts before and after.
+
+The front matter's `base_model` holds what the Hub expects there, repository ids: a model
+read from a Hugging Face cache snapshot (`models--org--name/snapshots/REV`) is `org/name`.
+Local directories have no id; the card's body lists every source, relative to the output.
 """
 
 from __future__ import annotations
 
-from .plan import Plan, human_count
+import re
+from pathlib import Path
+
+from .plan import Plan, human_count, size_change
 from .recipe import Recipe
 
+_HUB_SNAPSHOT = re.compile(r"/models--([^/]+)--([^/]+)/snapshots/[^/]+$")
 
-def model_card(recipe: Recipe, plan: Plan, recipe_text: str) -> str:
+
+def hub_id(resolved: Path) -> str | None:
+    """The Hub repository id of a model directory inside a Hugging Face cache, else None."""
+    match = _HUB_SNAPSHOT.search(Path(resolved).absolute().as_posix().rstrip("/"))
+    return f"{match[1]}/{match[2]}" if match else None
+
+
+def model_card(recipe: Recipe, plan: Plan, recipe_text: str,
+               hub_ids: dict[str, str | None] | None = None) -> str:
+    """`recipe` has paths relative to the output; `hub_ids` maps a model name to its id."""
+    hub_ids = hub_ids or {}
+    ids = list(dict.fromkeys(i for m in recipe.models if (i := hub_ids.get(m.name))))
     title = recipe.name or "tailored model"
-    removed = 1 - plan.params_after / plan.params_before if plan.params_before else 0.0
     kept = sum(1 for s in plan.slots if s.out_layer is not None)
     lines = [
         "---",
@@ -22,8 +41,7 @@ def model_card(recipe: Recipe, plan: Plan, recipe_text: str) -> str:
         "- tailor",
         "- layer-pruning",
         "- merge",
-        "base_model:",
-        *[f"- {m.path}" for m in recipe.models],
+        *(["base_model:", *[f"- {i}" for i in ids]] if ids else []),
         "---",
         "",
         f"# {title}",
@@ -34,14 +52,14 @@ def model_card(recipe: Recipe, plan: Plan, recipe_text: str) -> str:
         f"- base model (embeddings, final norm, head, config, tokenizer): `{plan.base}`",
         f"- layers: {kept} of {len(plan.slots)} slots kept",
         f"- parameters: {human_count(plan.params_before)} -> {human_count(plan.params_after)} "
-        f"({removed:.1%} removed)",
+        f"({size_change(plan.params_before, plan.params_after)})",
         f"- dtype: {plan.dtype or 'as the base model'}",
         "",
         "## Sources",
         "",
-        "| model | path |",
-        "|---|---|",
-        *[f"| {m.name} | `{m.path}` |" for m in recipe.models],
+        "| model | Hub id | path (relative to this directory) |",
+        "|---|---|---|",
+        *[f"| {m.name} | {hub_ids.get(m.name) or '-'} | `{m.path}` |" for m in recipe.models],
         "",
         "## Layers",
         "",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .index import ModelError, ModelInfo, load_model
 from .recipe import Choose, ClosedOp, Drop, Merge, Op, Open, Recipe, SlotDecl, Take
-from .source import Diagnostic, Span, did_you_mean, error
+from .source import Diagnostic, Span, did_you_mean, error, warning
 
 Models = dict[str, ModelInfo]
 
@@ -193,6 +193,62 @@ def _shape_problem(m: ModelInfo, sources, template: dict, base_name: str) -> str
     return None
 
 
+# Config fields that keep every tensor's shape but change what a layer computes. The output
+# runs every layer with the base's config, so a layer from a model that differs here would
+# silently compute something else. (Names across Llama-style, GPT-2, GPT-NeoX and Phi-3
+# configs, transformers 4 and 5.)
+LAYER_MATH_FIELDS = (
+    "rope_theta", "rope_parameters", "rope_scaling", "partial_rotary_factor", "rotary_pct",
+    "rotary_emb_base", "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon",
+    "num_attention_heads", "num_key_value_heads", "n_head", "head_dim", "hidden_act",
+    "activation_function", "sliding_window", "use_sliding_window", "use_parallel_residual",
+    "scale_attn_weights", "attn_logit_softcapping", "qk_layernorm",
+)
+# Fields outside the layers (embeddings and head come from the base): worth a warning.
+OUTER_FIELDS = ("vocab_size", "max_position_embeddings", "n_positions", "tie_word_embeddings")
+
+
+def check_configs(recipe: Recipe, models: Models) -> list[Diagnostic]:
+    """Each model's config against the base's: an error where a used layer would compute
+    something else in the output, a warning where only the model's role makes it moot."""
+    base = models.get(recipe.base_name or "")
+    if base is None:
+        return []
+    used = {n for d in recipe.slots for op in concrete_ops(d.op) for n in op_models(op)}
+    diags: list[Diagnostic] = []
+    for decl in recipe.models:
+        m = models.get(decl.name)
+        if m is None or m is base or m.arch != base.arch or not _same_layer_shapes(m, base):
+            continue  # check_architectures or check_layers already says what is wrong
+        for key in LAYER_MATH_FIELDS + OUTER_FIELDS:
+            mine, theirs = m.config.get(key), base.config.get(key)
+            if mine == theirs:
+                continue
+            text = (f"model '{decl.name}' has {key} = {_json(mine)} but base model "
+                    f"'{base.name}' has {_json(theirs)}")
+            if key in LAYER_MATH_FIELDS and decl.name in used:
+                diags.append(error(f"{text}; its layers would run with the base's value in "
+                                   "the output", decl.path_span))
+            else:
+                why = "the output uses the base's" if key in OUTER_FIELDS else \
+                    "none of its layers are used"
+                diags.append(warning(f"{text} ({why})", decl.path_span))
+    return diags
+
+
+def _same_layer_shapes(m: ModelInfo, base: ModelInfo) -> bool:
+    if not m.num_layers or not base.num_layers:
+        return False
+    mine, theirs = m.layer(0), base.layer(0)
+    return mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine)
+
+
+def _json(value) -> str:
+    import json
+
+    return "(not set)" if value is None else json.dumps(value, sort_keys=True)
+
+
 def _arch(m: ModelInfo) -> str:
     return ", ".join(m.config.get("architectures") or [m.arch.name])
 
@@ -213,6 +269,7 @@ RULES = (
     check_not_all_dropped,
     check_architectures,
     check_layers,
+    check_configs,
 )
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
-from .check import concrete_ops, load_and_check, op_models
+from . import __version__, frontdoor
+from .check import concrete_ops, op_models
 from .index import ModelError
-from .parser import parse_file
-from .plan import BuildError
+from .parser import parse, read_source
+from .plan import BuildError, size_change
 from .printer import format_op, format_recipe
-from .recipe import Choose, Drop, Open, Recipe
+from .recipe import Choose, Drop, Open
 from .source import Diagnostic, RecipeError, Source, render_all
 
 out = Console(highlight=False, soft_wrap=True)
@@ -72,13 +72,36 @@ def _size(text: str) -> int:
         value = float(num)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)") from None
-    if unit not in units or value <= 0:
+    if unit not in units or not 0 < value * units.get(unit, 1) <= 1e15:  # also NaN and inf
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)")
-    return int(value * units[unit])
+    return max(1, int(value * units[unit]))
+
+
+def _whole(low: int, high: int = 10**9):
+    """An argparse type: a whole number in [low, high], else a usage error (exit 1)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({low} to {high})")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 (a problem the user can fix), keeping 2 for bugs in tailor."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tailorc",
         description="Compress a family of LLMs by cutting and stitching transformer layers.",
         epilog=RECIPE_HELP,
@@ -146,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "per skill (DIR/math, DIR/code, ...), with held-out tasks in DIR/tasks/ "
                 "(validation split in DIR/tasks/val/). Deterministic from --seed.")
     z.add_argument("dir", type=Path, metavar="DIR")
-    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--seed", type=_whole(0, 2**32 - 1), default=0)
     z.add_argument("--quick", action="store_true", help="a smaller zoo in seconds (for tests)")
     z.add_argument("--random", action="store_true",
                    help="random weights, no training (base, math, code; nothing learned)")
@@ -160,30 +183,30 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("recipe", type=Path, metavar="RECIPE")
     v.add_argument("-o", "--output", type=Path, default=None, metavar="OUT",
                    help="run directory (default: runs/<recipe name>)")
-    v.add_argument("--population", type=int, default=None, metavar="N")
-    v.add_argument("--generations", type=int, default=None, metavar="N")
-    v.add_argument("--seed", type=int, default=None, metavar="N")
-    v.add_argument("--limit", type=int, default=None, metavar="N",
+    v.add_argument("--population", type=_whole(2, 100_000), default=None, metavar="N")
+    v.add_argument("--generations", type=_whole(1, 1_000_000), default=None, metavar="N")
+    v.add_argument("--seed", type=_whole(0, 2**32 - 1), default=None, metavar="N")
+    v.add_argument("--limit", type=_whole(1), default=None, metavar="N",
                    help="examples per task at full fidelity")
-    v.add_argument("--min-limit", type=int, default=None, metavar="N",
+    v.add_argument("--min-limit", type=_whole(1), default=None, metavar="N",
                    help="examples per task at the first successive-halving rung")
     v.add_argument("--tasks", type=Path, nargs="+", default=None, metavar="PATH",
                    help="task files or directories (default: the search block's)")
     v.add_argument("--objectives", default=None, metavar="LIST",
                    help="'score' (default) or 'score,size' for an NSGA-II Pareto front")
-    v.add_argument("--workers", type=int, default=0, metavar="N",
+    v.add_argument("--workers", type=_whole(0, 1024), default=0, metavar="N",
                    help="evaluate in N local worker processes (with --ray: N actors)")
     v.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="evaluate on a Ray cluster ('auto': the one this machine joined); "
                         "--workers N caps the actors (default: one per CPU, or per GPU "
                         "with --device cuda); pip install '.[ray]'")
     v.add_argument("--device", default=None, metavar="DEV")
-    v.add_argument("--threads", type=int, default=None, metavar="N",
+    v.add_argument("--threads", type=_whole(1, 1024), default=None, metavar="N",
                    help="torch CPU threads per process (default: 1)")
     v.add_argument("--no-cache", action="store_true",
                    help="turn off layer/activation/score caches (same results, slower)")
     v.add_argument("--resume", action="store_true",
-                   help="continue from OUT/state.pkl (same seed: same result)")
+                   help="continue from OUT/state.json (same seed: same result)")
     v.add_argument("--force", action="store_true",
                    help="start afresh even if OUT holds an earlier run")
 
@@ -199,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="layers to remove: a count or a percentage (default 25%%)")
     pr.add_argument("--calib", type=Path, required=True, metavar="FILE",
                     help="calibration data: a .txt file (one text per line) or a task .jsonl")
-    pr.add_argument("--samples", type=int, default=64, metavar="N")
+    pr.add_argument("--samples", type=_whole(1, 1_000_000), default=64, metavar="N")
     pr.add_argument("-o", "--output", type=Path, required=True, metavar="RECIPE")
     pr.add_argument("--device", default=None, metavar="DEV")
+    pr.add_argument("--force", action="store_true", help="replace RECIPE if it exists")
 
     e = command("eval", "score models (checkpoint dirs or recipes) on tasks",
                 "Score each MODEL — a Hugging Face checkpoint directory, or a recipe (.tr) "
@@ -210,12 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("models", type=Path, nargs="+", metavar="MODEL")
     e.add_argument("--tasks", type=Path, nargs="+", default=[], metavar="PATH",
                    help="task files (.jsonl, .txt) or directories of them")
-    e.add_argument("--limit", type=int, default=None, metavar="N", help="first N items per task")
-    e.add_argument("--batch-size", type=int, default=32, metavar="N")
+    e.add_argument("--limit", type=_whole(1), default=None, metavar="N",
+                   help="first N items per task")
+    e.add_argument("--batch-size", type=_whole(1, 100_000), default=32, metavar="N")
     e.add_argument("--device", default=None, metavar="DEV", help="cpu or cuda (default: cuda "
                    "if available)")
-    e.add_argument("--threads", type=int, default=None, metavar="N",
+    e.add_argument("--threads", type=_whole(1, 1024), default=None, metavar="N",
                    help="torch CPU threads (default: torch's choice)")
+    e.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="compute dtype (default: float32 on cpu, bfloat16 on cuda); printed "
+                        "with the scores")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("--harness", nargs="+", default=None, metavar="TASK",
                    help="run these lm-eval-harness tasks instead (pip install '.[harness]')")
@@ -227,19 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 # --- commands ----------------------------------------------------------------------
 
 
-def _parse(path: Path) -> tuple[Recipe, Source]:
-    recipe = parse_file(path)
-    return recipe, Source(str(path), path.read_text(encoding="utf-8"))
-
-
 def _checked(path: Path, *, require_closed: bool):
-    recipe, source = _parse(path)
-    models, diags = load_and_check(recipe, require_closed=require_closed)
-    errors = [d for d in diags if d.severity == "error"]
-    _print_diags([d for d in diags if d.severity != "error"], source)
-    if errors:
-        raise RecipeError(errors, source)
-    return recipe, models, source
+    loaded = frontdoor.load(path, require_closed=require_closed)
+    _print_diags(loaded.warnings, loaded.source)
+    loaded.raise_errors()
+    return loaded.recipe, loaded.models, loaded.source
 
 
 def _print_diags(diags: list[Diagnostic], source: Source) -> None:
@@ -275,7 +295,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         total = base.param_count()
         after = total - per_layer * (base.num_layers - kept)
-        summary += f"; parameters {total:,} -> {after:,} ({1 - after / total:.1%} removed)"
+        summary += f"; parameters {total:,} -> {after:,} ({size_change(total, after)})"
     out.print(summary, markup=False)
     return 0
 
@@ -290,9 +310,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
-    recipe, _ = _parse(args.recipe)
-    text = format_recipe(recipe)
-    current = args.recipe.read_text(encoding="utf-8")
+    source = read_source(args.recipe)
+    text = format_recipe(parse(source.text, source.path))
+    current = source.text
     if args.check:
         if text != current:
             err.print(f"{args.recipe}: not in canonical form (run: tailorc fmt -i {args.recipe})")
@@ -359,21 +379,31 @@ def cmd_build(args: argparse.Namespace) -> int:
         except OutputError as exc:
             raise UserError(str(exc)) from None
     took = time.perf_counter() - started
-    removed = 1 - plan.params_after / plan.params_before
     out.print(f"wrote {args.output}/ ({len(plan.shards)} shard(s), "
               f"{human_bytes(plan.write_bytes)}) in {took:.1f}s "
               f"({human_bytes(plan.write_bytes / max(took, 1e-9))}/s); parameters "
               f"{human_count(plan.params_before)} -> {human_count(plan.params_after)} "
-              f"({removed:.1%} removed)")
+              f"({size_change(plan.params_before, plan.params_after)})")
     return 0
+
+
+# what `tailorc zoo` writes (trained or --random): the only names --force may delete
+ZOO_NAMES = {"base", "math", "code", "recall", "strings", "tasks", "zoo.json"}
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
     import shutil
 
+    if args.dir.exists() and not args.dir.is_dir():
+        raise UserError(f"{args.dir}: exists and is not a directory")
     if args.dir.exists() and any(args.dir.iterdir()):
         if not args.force:
             raise UserError(f"{args.dir}: already exists and is not empty (use --force)")
+        names = {p.name for p in args.dir.iterdir()}
+        if not names <= ZOO_NAMES:
+            stranger = sorted(names - ZOO_NAMES)[0]
+            raise UserError(f"{args.dir}: holds files a zoo does not ({stranger}); refusing "
+                            "to replace it (remove it yourself, or choose another directory)")
         shutil.rmtree(args.dir)
     if args.random:
         from .families import make_family
@@ -415,16 +445,13 @@ def _train_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_name(path: Path) -> str:
-    return path.stem if path.suffix == ".tr" else path.name
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.harness:
         return _eval_harness(args)
     import torch
 
     from .evaluate import TaskError, evaluate, load_tasks, mean_score, scores_to_json
+    from .evaluate.checkpoint import default_dtype, display_names, open_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -435,21 +462,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except (TaskError, OSError) as exc:
         raise UserError(str(exc)) from None
     device = _device(args.device)
+    dtype = args.dtype or default_dtype(device)
     results = {}
     with err.status("") as status:
-        for path in args.models:
+        for name, path in zip(display_names(args.models), args.models):
             status.update(f"scoring {path}")
-            model, tokenizer = _load_for_eval(path, device)
-            results[_model_name(path)] = evaluate(model, tokenizer, tasks, limit=args.limit,
-                                                  batch_size=args.batch_size, device=device)
-            del model
+            opened = open_model(path, device=device, dtype=dtype)
+            results[name] = evaluate(opened.model, opened.tokenizer, tasks, limit=args.limit,
+                                     batch_size=args.batch_size, device=device)
+            del opened
     if args.json:
         import json
 
-        out.print(json.dumps({m: scores_to_json(s) for m, s in results.items()}, indent=2),
-                  markup=False)
+        doc = {"dtype": dtype, "device": device, "models": scores_to_json(results)}
+        out.print(json.dumps(doc, indent=2), markup=False)
         return 0
     out.print(score_table(results, [t.name for t in tasks], mean_score))
+    out.print(f"computed in {dtype} on {device}", markup=False)
     return 0
 
 
@@ -472,39 +501,18 @@ def score_table(results: dict, task_names: list[str], mean_score) -> Table:
     return table
 
 
-def _load_for_eval(path: Path, device: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if path.suffix == ".tr":
-        from .assemble import assemble, load_recipe
-
-        recipe, models = load_recipe(path)
-        model = assemble(recipe, models, device=device)
-        tok_dir = models[recipe.base_name or ""].path
-    else:
-        if not (path / "config.json").exists():
-            raise UserError(f"{path}: not a Hugging Face checkpoint directory (no config.json)")
-        # safetensors only: never unpickle a *.bin checkpoint
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
-        model = model.to(device).eval()
-        tok_dir = path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    except (OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise UserError(f"{tok_dir}: cannot load a tokenizer ({reason})") from None
-    return model, tokenizer
-
-
 def _eval_harness(args: argparse.Namespace) -> int:
+    from .evaluate.checkpoint import display_names
     from .evaluate.harness import HarnessUnavailable, run_harness
+    from .index import load_model
 
     results = {}
-    for path in args.models:
+    for name, path in zip(display_names(args.models), args.models):
         if path.suffix == ".tr":
             raise UserError("--harness runs on checkpoint directories; build the recipe first")
+        load_model(name, path)  # the same validation as every other command: no pickles
         try:
-            results[_model_name(path)] = run_harness(
+            results[name] = run_harness(
                 path, args.harness, include_path=args.harness_include, limit=args.limit,
                 device=_device(args.device), batch_size=args.batch_size)
         except HarnessUnavailable as exc:
@@ -517,60 +525,40 @@ def _eval_harness(args: argparse.Namespace) -> int:
 
 def cmd_evolve(args: argparse.Namespace) -> int:
     import torch
-    from rich.live import Live
 
     from .evolve import EvolveError, evolve, prepare
+    from .progress import EvolveProgress
 
     overrides = {
         "population": args.population, "generations": args.generations, "seed": args.seed,
         "limit": args.limit, "min_limit": args.min_limit,
         "tasks": tuple(str(p.resolve()) for p in args.tasks) if args.tasks else None,
-        "objectives": tuple(args.objectives.split(",")) if args.objectives else None,
+        "objectives": tuple(o.strip() for o in args.objectives.split(","))
+        if args.objectives else None,
     }
     threads = args.threads or 1  # tiny layers: one thread each beats thread contention
     torch.set_num_threads(threads)
     prepared = prepare(args.recipe, overrides)
     run_dir = args.output or Path("runs") / args.recipe.stem
-    if (run_dir / "state.pkl").exists() and not args.resume:
+    if (run_dir / "state.json").exists() and not args.resume:
         if not args.force:
             raise UserError(f"{run_dir} holds an earlier run (use --resume to continue it, "
                             "--force to start afresh, or -o for a new directory)")
-        (run_dir / "state.pkl").unlink()
+        (run_dir / "state.json").unlink()
     settings = prepared.space.settings
     command = "tailorc evolve " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evolve"] \
         else f"tailorc evolve {args.recipe}"
     started = time.perf_counter()
-    rows: list = []
-
-    def render() -> Table:
-        t = Table(title=f"evolving {args.recipe} -> {run_dir}/ (population "
-                  f"{settings.population}, keep {prepared.space.target_kept} of "
-                  f"{prepared.space.slot_count} layers)", title_justify="left")
-        for col in ("gen", "best", "mean", "evals", "evals/s", "cache hits", "elapsed",
-                    "left"):
-            t.add_column(col, justify="right")
-        for r in rows[-12:]:
-            t.add_row(*r)
-        return t
-
-    with Live(render(), console=err, refresh_per_second=4) as live:
-        def on_generation(g) -> None:
-            elapsed = time.perf_counter() - started
-            done = g.generation + 1
-            left = elapsed / done * (settings.generations + 1 - done)
-            hit = g.extra.get("cache_hit_rate")
-            rows.append((str(g.generation), f"{g.best:.4f}", f"{g.mean:.4f}",
-                         str(g.evaluations), f"{g.evals_per_s:.1f}",
-                         f"{hit:.0%}" if hit is not None else "-", f"{elapsed:.0f}s",
-                         f"{left:.0f}s"))
-            live.update(render())
-
+    title = (f"evolving {args.recipe} -> {run_dir}/ (population {settings.population}, "
+             f"{settings.generations} generations, keep {prepared.space.target_kept} of "
+             f"{prepared.space.slot_count} layers)")
+    with EvolveProgress(err, title, settings.generations) as progress:
         try:
             result = evolve(prepared, run_dir, command=command, workers=args.workers,
                             device=_device(args.device), threads=threads,
                             caches=not args.no_cache, resume=args.resume,
                             recipe_path=args.recipe, overrides=overrides,
-                            on_generation=on_generation, ray_address=args.ray)
+                            on_generation=progress.on_generation, ray_address=args.ray)
         except EvolveError as exc:
             raise UserError(str(exc)) from None
     err.print()
@@ -587,28 +575,26 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    import re
-
-    import torch
-
     from .evaluate import TaskError
-    from .index import load_model
-    from .prune import calibration_texts, choose_drops, drop_recipe, encode, removal_count
+    from .evaluate.checkpoint import open_model
+    from .prune import calibration_texts, choose_drops, drop_recipe, encode
 
-    info = load_model(_model_name(args.model), args.model)
-    device = _device(args.device)
-    model, tokenizer = _load_for_eval(args.model, device)
-    model.float()
+    if args.model.suffix == ".tr":
+        raise UserError(f"{args.model}: prune ranks a checkpoint's layers; give a checkpoint "
+                        "directory (build the recipe first)")
+    _check_new_file(args.output, args.force, inputs=[args.model, args.calib])
+    if args.samples < 1:
+        raise UserError(f"--samples {args.samples}: give a whole number >= 1")
     try:
         texts = calibration_texts(args.calib, args.samples)
     except (TaskError, OSError) as exc:
         raise UserError(str(exc)) from None
     if not texts:
         raise UserError(f"{args.calib}: no calibration texts")
-    try:
-        k = removal_count(args.remove, info.num_layers)
-    except ValueError:
-        raise UserError(f"--remove {args.remove!r}: give a count or a percentage") from None
+    device = _device(args.device)
+    opened = open_model(args.model, device=device, dtype="float32")
+    info, model, tokenizer = opened.info, opened.model, opened.tokenizer
+    k = _removal_count(args.remove, info.num_layers)
     batch = encode(tokenizer, texts, getattr(model.config, "max_position_embeddings", 2048),
                    device)
     with err.status(f"ranking {info.num_layers} layers by {args.method}") as status:
@@ -617,28 +603,70 @@ def cmd_prune(args: argparse.Namespace) -> int:
                                     on_step=lambda m: status.update(m))
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    del torch
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", info.path.name) or "model"
-    name = name if name[0].isalpha() or name[0] == "_" else f"m_{name}"
     rel = os.path.relpath(os.path.abspath(args.model), os.path.abspath(args.output.parent))
     header = [f"{args.method} pruning of {args.model}: {k} of {info.num_layers} layers removed",
               f"calibration: {args.calib} ({len(texts)} samples); drops {sorted(drops)}",
               f"command: tailorc prune {args.model} --method {args.method} --remove "
               f"{args.remove} --calib {args.calib}"]
-    recipe = drop_recipe(name, rel, info.num_layers, drops, header)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(format_recipe(recipe), encoding="utf-8")
+    recipe = drop_recipe(_recipe_name(info.path.name), rel, info.num_layers, drops, header)
+    _write_new(args.output, format_recipe(recipe), args.force, inputs=[args.model, args.calib])
     out.print(f"wrote {args.output}: drops layers {sorted(drops)}", markup=False)
     return 0
 
 
-def _write_new(path: Path, text: str, force: bool) -> None:
+def _removal_count(spec: str, n_layers: int) -> int:
+    """'25%' of the layers (rounded) or a count, between 1 and all layers but one."""
+    from .prune import removal_count
+
+    try:
+        k = removal_count(spec, n_layers)
+    except (ValueError, OverflowError):
+        raise UserError(f"--remove {spec!r}: give a count or a percentage, e.g. 8 or "
+                        "25%") from None
+    if not 1 <= k <= n_layers - 1:
+        raise UserError(f"--remove {spec!r} removes {k} of {n_layers} layers; give between 1 "
+                        f"and {n_layers - 1}")
+    return k
+
+
+def _recipe_name(text: str) -> str:
+    """A model name the recipe language accepts, made from a directory name."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", text) or "model"
+    return name if name[0].isalpha() or name[0] == "_" else f"m_{name}"
+
+
+def _check_new_file(path: Path, force: bool, inputs: list[Path] = ()) -> None:
+    """Refuse to write `path` over a directory, an input, or (without --force) a file."""
+    target = path.resolve()
+    for given in inputs:
+        src = given.resolve()
+        if target == src or src in target.parents:
+            where = "an input" if target == src else "inside an input"
+            raise UserError(f"{path}: is {where} ({given}); write the output elsewhere")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; give a file name")
     if path.exists() and not force:
         raise UserError(f"{path}: already exists (use --force to replace it)")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{path}: cannot write under {parent}, which is not a directory")
+
+
+def _write_new(path: Path, text: str, force: bool, inputs: list[Path] = ()) -> None:
+    """Write a small text output whole or not at all (temporary file, then rename)."""
+    _check_new_file(path, force, inputs)
+    tmp = path.with_name(f".{path.name}.tailor-tmp-{os.getpid()}")
     try:
-        path.write_text(text, encoding="utf-8")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write ({exc.strerror})") from None
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -654,7 +682,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.output is None:
         out.print(recipe_text, markup=False, end="")
         return 0
-    _write_new(args.output, recipe_text, args.force)
+    _write_new(args.output, recipe_text, args.force, inputs=[args.config])
     out.print(f"wrote {args.output} ({recipe.slot_count} slots from {len(recipe.models)} "
               f"model(s)); next: tailorc check {args.output}", markup=False)
     # mergekit resolves relative paths from its working directory, tailor from the recipe's
@@ -676,7 +704,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output is None:
         out.print(text, markup=False, end="")
         return 0
-    _write_new(args.output, text, args.force)
+    _write_new(args.output, text, args.force, inputs=[args.recipe])
     out.print(f"wrote {args.output}; run it with: mergekit-yaml {args.output} OUT", markup=False)
     return 0
 

@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .card import model_card
+from .card import hub_id, model_card
 from .check import model_path
 from .execute import ProgressFn, WarnFn, execute
 from .plan import BuildError, Plan
@@ -42,10 +42,29 @@ def check_output(recipe: Recipe, out: Path, *, force: bool) -> None:
                               "choose an output outside every input")
         if target in src.parents and force:
             raise OutputError(f"{out}: contains input model '{m.name}'; refusing to replace it")
+    recipe_file = Path(recipe.path).resolve()
+    if target in recipe_file.parents:
+        raise OutputError(f"{out}: holds the recipe {recipe.path}; choose another output")
     if out.exists() and not force:
         raise OutputError(f"{out}: already exists (use --force to replace it)")
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a directory")
+    if out.is_dir() and not is_tailor_output(out):
+        raise OutputError(f"{out}: holds files tailor did not write; refusing to replace it "
+                          "(remove it yourself, or choose another output)")
+
+
+def is_tailor_output(path: Path) -> bool:
+    """An empty directory, or one an earlier `tailorc build` wrote (its card says so):
+    the only directories `--force` may replace, so it never deletes a user's files."""
+    names = {p.name for p in path.iterdir()}
+    if not names:
+        return True
+    card = path / "README.md"
+    try:
+        return "recipe.tr" in names and "Built with tailor" in card.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def clean_stale(out: Path) -> list[Path]:
@@ -127,9 +146,11 @@ def _mkdir(path: Path) -> None:
 
 
 def _write_metadata(recipe: Recipe, plan: Plan, tmp: Path, out: Path) -> None:
-    text = format_recipe(relocate(recipe, out))
+    moved = relocate(recipe, out)
+    text = format_recipe(moved)
+    ids = {m.name: hub_id(model_path(recipe, m.path)) for m in recipe.models}
     files = {"config.json": plan.config_json, "recipe.tr": text,
-             "README.md": model_card(recipe, plan, text)}
+             "README.md": model_card(moved, plan, text, ids)}
     if plan.index_json is not None:
         files["model.safetensors.index.json"] = plan.index_json
     for name, content in files.items():

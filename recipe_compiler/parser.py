@@ -68,30 +68,47 @@ def _lark() -> Lark:
     )
 
 
-def parse_file(path: str | Path) -> Recipe:
-    """Parse a recipe file; an unreadable file is a user error, not a traceback."""
+def read_source(path: str | Path) -> Source:
+    """A recipe file's text; an unreadable file is a user error, not a traceback."""
     try:
+        if Path(path).exists() and not Path(path).is_file():  # a FIFO would block the read
+            raise OSError(21, "not a regular file")
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         diag = error(f"cannot read recipe: {reason}", Span.whole_file(str(path)))
         raise RecipeError([diag]) from None
-    return parse(text, str(path))
+    return Source(str(path), text)
+
+
+def parse_file(path: str | Path) -> Recipe:
+    """Parse a recipe file; an unreadable file is a user error, not a traceback."""
+    source = read_source(path)
+    return parse(source.text, source.path)
 
 
 def parse(text: str, path: str = "<recipe>") -> Recipe:
-    source = Source(path, text)
+    recipe, diags = parse_partial(text, path)
+    if diags:
+        raise RecipeError(diags, Source(path, text))
+    return recipe
+
+
+def parse_partial(text: str, path: str = "<recipe>") -> tuple[Recipe, list[Diagnostic]]:
+    """The recipe and its argument problems; only a syntax error raises (no tree, no recipe).
+
+    An operation with a bad argument keeps the rest of its meaning (the bad value is left
+    unset), so the checker can still report every other problem in the same run.
+    """
     _local.comments = []
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as exc:
-        raise RecipeError([_syntax_error(exc, path, text)], source) from None
+        raise RecipeError([_syntax_error(exc, path, text)], Source(path, text)) from None
     comments = list(_local.comments)
     builder = _Builder(path)
     recipe = builder.recipe(tree, comments, text)
-    if builder.diags:
-        raise RecipeError(builder.diags, source)
-    return recipe
+    return recipe, builder.diags
 
 
 # --- syntax errors ---------------------------------------------------------------

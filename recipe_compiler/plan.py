@@ -271,6 +271,8 @@ def _slot_plans(recipe: Recipe, models: Models) -> tuple[SlotPlan, ...]:
             continue
         src = op.layer if op.layer is not None else i
         names = (op.model,) if isinstance(op, Take) else op.models
+        if isinstance(op, Merge) and needs_base(op) and base.name not in names:
+            names = names + (base.name,)  # the base's layer is read too: list it
         kind = "take" if isinstance(op, Take) else f"merge:{op.method}"
         plans.append(SlotPlan(i, out, kind, tuple((n, src) for n in names), layer_params))
         out += 1
@@ -400,6 +402,12 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def size_change(before: int, after: int) -> str:
+    """'24.8% removed', or '2.6% added' for a recipe that duplicates layers."""
+    change = 1 - after / before if before else 0.0
+    return f"{change:.1%} removed" if change >= 0 else f"{-change:.1%} added"
+
+
 def human_count(n: int) -> str:
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
@@ -426,13 +434,12 @@ def describe(expr: Expr) -> str:
 
 def format_plan(plan: Plan, *, verbose: bool = False) -> str:
     kept = sum(1 for s in plan.slots if s.out_layer is not None)
-    removed = 1 - plan.params_after / plan.params_before if plan.params_before else 0.0
     copies = sum(1 for t in plan.tasks if isinstance(t.expr, Copy))
     lines = [
         f"base model   {plan.base}    dtype {plan.dtype or '(as base)'}",
         f"layers       {kept} kept of {len(plan.slots)} slots",
         f"parameters   {human_count(plan.params_before)} -> {human_count(plan.params_after)} "
-        f"({removed:.1%} removed)",
+        f"({size_change(plan.params_before, plan.params_after)})",
         f"tensors      {len(plan.tasks)} written: {copies} copied as bytes, "
         f"{len(plan.tasks) - copies} computed",
         f"read         {human_bytes(plan.read_bytes)}",

@@ -146,7 +146,7 @@ def test_seeded_runs_are_reproducible(space_file):
 def test_resume_reaches_the_uninterrupted_result(space_file, tmp_path):
     p = prepare(space_file, {"generations": 3})
     whole = summary(*run_search(p)[:2])
-    state = tmp_path / "state.pkl"
+    state = tmp_path / "state.json"
     with pytest.raises(KeyboardInterrupt):
         run_search(p, state, stop_at=1)
     resumed = summary(*run_search(p, state, resume=True)[:2])
@@ -155,7 +155,7 @@ def test_resume_reaches_the_uninterrupted_result(space_file, tmp_path):
 
 def test_resume_refuses_another_recipe(space_file, tmp_path):
     p = prepare(space_file, {"generations": 1})
-    state = tmp_path / "state.pkl"
+    state = tmp_path / "state.json"
     run_search(p, state)
     other = prepare(space_file, {"generations": 1, "seed": 99})
     with pytest.raises(ValueError, match="different recipe or settings"):

@@ -172,7 +172,7 @@ def test_cli_exit_codes(recipe_file, tmp_path, capsys, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("recipe_compiler.cli.load_and_check", boom)
+    monkeypatch.setattr("recipe_compiler.frontdoor.load_and_check", boom)
     assert main(["check", str(recipe_file)]) == 2
     assert "internal error" in capsys.readouterr().err
 

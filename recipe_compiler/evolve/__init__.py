@@ -4,7 +4,7 @@ Consumes: a recipe with open slots (`?`, `choose(...)`) and a `search { ... }` b
 Produces, in the run directory: `best.tr` (a closed canonical recipe that `tailorc build`
 turns into a checkpoint), `pareto/*.tr` when size is an objective, `shortgpt.tr` (the
 block-influence pruning of the base, for comparison), `history.jsonl`, `evolve.png`, and
-`state.pkl` for `--resume`.
+`state.json` for `--resume`.
 
 Stages: space.py (what may change) -> genome.py (individuals) -> fitness.py (scores, in
 memory) -> run.py (the DEAP loop) -> report.py (files).
@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..check import Models, load_and_check
-from ..parser import parse_file
+from ..check import Models
+from ..frontdoor import load
 from ..recipe import Recipe
-from ..source import Diagnostic, RecipeError, Source
+from ..source import Diagnostic, RecipeError
 from .space import SearchSpace, Settings, build_space, read_settings, rungs, task_files
 
 
@@ -36,18 +36,15 @@ class Prepared:
 
 
 def prepare(recipe_path: Path, overrides: dict) -> Prepared:
-    recipe = parse_file(recipe_path)
-    source = Source(str(recipe_path), recipe_path.read_text(encoding="utf-8"))
-    models, diags = load_and_check(recipe)
-    settings, more = read_settings(recipe, overrides)
-    diags = diags + more
-    if not _errors(diags):
+    loaded = load(recipe_path)
+    recipe, models = loaded.recipe, loaded.models
+    settings, diags = read_settings(recipe, overrides)
+    if not loaded.errors and not _errors(diags):
         space, more = build_space(recipe, models, settings)
         diags += more
-    if _errors(diags):
-        raise RecipeError(_errors(diags), source)
+    loaded.raise_errors(diags)
     if not settings.tasks:
-        raise RecipeError([_no_tasks(recipe)], source)
+        raise RecipeError([_no_tasks(recipe)], loaded.source)
     return Prepared(recipe, models, space)
 
 
@@ -162,7 +159,7 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
     init = (str(recipe_path), overrides or {}, device, threads or 1, caches)
     score_map = _score_map(evaluator, workers, init, ray_address)
     search = Search(p.space, score_map, evaluator.fitness, warm=list(heuristics.values()),
-                    state_path=str(run_dir / "state.pkl"), on_generation=on_generation,
+                    state_path=str(run_dir / "state.json"), on_generation=on_generation,
                     extra_stats=lambda: _cache_stats(evaluator, score_map))
     try:
         pop, hof = search.run(resume=resume)

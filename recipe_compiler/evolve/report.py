@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..output import relocate
+from ..plan import size_change
 from ..printer import format_recipe
 from ..recipe import Drop, Merge, Recipe, SlotDecl, Take
 from .genome import decode, genome_from_drops, kept_count
@@ -49,7 +50,7 @@ def _describe(space, ind, command: str, what: str) -> list[str]:
         f"{what}, found by: {command}",
         f"fitness {ind.fitness.values[0]:.4f} on the search's tasks ({scores})",
         f"layers kept {kept} of {space.slot_count}; parameters {before:,} -> {after:,} "
-        f"({1 - after / before:.1%} removed)",
+        f"({size_change(before, after)})",
     ]
 
 

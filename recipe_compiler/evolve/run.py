@@ -11,10 +11,10 @@ is interrupted and resumed ends exactly where an uninterrupted one does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-import pickle
 import random
 import time
 from collections.abc import Callable
@@ -24,6 +24,7 @@ from deap import base, creator, tools
 
 from ..recipe import Recipe
 from .genome import (
+    Gene,
     Genome,
     crossover,
     decode,
@@ -37,7 +38,7 @@ from .space import SearchSpace, rungs
 # recipes and a rung -> per-task scores, one dict per recipe (in order)
 ScoreMap = Callable[[list[Recipe], int], list[dict[str, float]]]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: JSON instead of pickle
 
 
 def _creators(n_objectives: int) -> type:
@@ -211,27 +212,33 @@ class Search:
 
     # --- checkpoints -------------------------------------------------------------------
 
-    def _pack(self, ind) -> tuple:
-        return (list(ind), ind.fitness.values, ind.scores, ind.rung)
+    def _pack(self, ind) -> dict:
+        return {"genome": [dataclasses.asdict(g) for g in ind],
+                "fitness": list(ind.fitness.values), "scores": ind.scores, "rung": ind.rung}
 
-    def _unpack(self, packed):
-        genome, values, scores, rung = packed
-        ind = self._new(genome)
-        ind.fitness.values, ind.scores, ind.rung = values, scores, rung
+    def _unpack(self, packed: dict):
+        genes = [Gene(**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items()})
+                 for g in packed["genome"]]
+        ind = self._new(genes)
+        ind.fitness.values = tuple(packed["fitness"])
+        ind.scores, ind.rung = dict(packed["scores"]), packed["rung"]
         return ind
 
     def _save(self, gen: int, pop, hof) -> None:
+        """JSON, never pickle: a run directory from elsewhere cannot run code on resume.
+        Python's float repr round-trips exactly, so resuming reaches the same result."""
         if self.state_path is None:
             return
+        version, internal, gauss = random.getstate()
         state = {"version": STATE_VERSION, "generation": gen,
                  "fingerprint": self.fingerprint(),
                  "population": [self._pack(i) for i in pop],
                  "hof": [self._pack(i) for i in hof.items],
-                 "random": random.getstate(), "evaluations": self.evaluations,
+                 "random": [version, list(internal), gauss], "evaluations": self.evaluations,
                  "history": self.history}
         tmp = f"{self.state_path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            pickle.dump(state, f)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.state_path)
@@ -242,21 +249,38 @@ class Search:
     def _load(self):
         if self.state_path is None or not os.path.exists(self.state_path):
             return None
-        with open(self.state_path, "rb") as f:
-            state = pickle.load(f)  # our own file, written by _save
-        if state.get("version") != STATE_VERSION or state["fingerprint"] != self.fingerprint():
+        state = _read_state(self.state_path)
+        if state.get("version") != STATE_VERSION or state.get("fingerprint") != self.fingerprint():
             raise ValueError(f"{self.state_path}: saved by a different recipe or settings; "
                              "remove it or run without --resume")
-        pop = [self._unpack(p) for p in state["population"]]
+        try:
+            pop = [self._unpack(p) for p in state["population"]]
+            hof_items = [self._unpack(p) for p in state["hof"]]
+            version, internal, gauss = state["random"]
+            random.setstate((version, tuple(internal), gauss))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{self.state_path}: not a state this version of tailor wrote "
+                             f"({exc!r}); remove it or run without --resume") from None
         hof = tools.ParetoFront() if self.multi else tools.HallOfFame(
             max(1, self.settings.elite))
         # Set the hall of fame as saved: re-inserting would reverse the order of ties.
-        hof.items = [self._unpack(p) for p in state["hof"]]
+        hof.items = hof_items
         hof.keys = [i.fitness for i in reversed(hof.items)]
-        random.setstate(state["random"])
         self.evaluations = state["evaluations"]
         self.history = state["history"]
         return pop, hof, state["generation"] + 1
+
+
+def _read_state(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{path}: cannot read the saved state ({type(exc).__name__}); remove "
+                         "it or run without --resume") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a saved search state; remove it or run without --resume")
+    return state
 
 
 def write_history(path: str, history: list[dict]) -> None:

@@ -95,20 +95,43 @@ class SearchSpace:
         return self.other_params + kept * self.layer_params
 
 
+# Whole-number settings, as (lowest, highest) whether from the recipe or a flag; the upper
+# bounds keep a typo (population 10**9) from exhausting memory before anything is scored.
+INT_BOUNDS = {
+    "keep": (1, 100_000), "population": (2, 100_000), "generations": (1, 1_000_000),
+    "seed": (0, 2**32 - 1), "limit": (1, 10**9), "min_limit": (1, 10**9), "eta": (2, 1000),
+    "elite": (0, 100_000), "batch_size": (1, 100_000),
+}
+OBJECTIVES = (("score",), ("score", "size"))
+
+
 def _number(s: Setting, diags: list[Diagnostic], *, integer: bool = False,
-            low: float | None = None) -> float | int | None:
+            low: float | None = None, high: float | None = None) -> float | int | None:
     v = s.value
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     if ok and integer and not isinstance(v, int):
         ok = False
-    if ok and low is not None and v < low:
+    if ok and ((low is not None and v < low) or (high is not None and v > high)):
         ok = False
     if not ok:
         kind = "a whole number" if integer else "a number"
         bound = f" >= {low:g}" if low is not None else ""
+        bound += f" and <= {high:g}" if high is not None else ""
         diags.append(error(f"search setting '{s.key}' must be {kind}{bound}", s.value_span))
         return None
     return v
+
+
+def _check_overrides(overrides: dict) -> list[Diagnostic]:
+    """Flags get the recipe's bounds; the message names the flag."""
+    diags = []
+    for key, v in overrides.items():
+        if key in INT_BOUNDS and v is not None:
+            low, high = INT_BOUNDS[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                diags.append(error(f"--{key.replace('_', '-')} {v}: must be a whole number "
+                                   f"from {low} to {high}"))
+    return diags
 
 
 def _pair(s: Setting, diags: list[Diagnostic]) -> tuple[float, float] | None:
@@ -141,7 +164,15 @@ def read_settings(recipe: Recipe, overrides: dict | None = None
             diags.append(error(f"search setting '{s.key}' takes '{want}'", s.span))
             continue
         _read_one(s, values, diags)
+    diags += _check_overrides(overrides or {})
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if "objectives" in values and tuple(values["objectives"]) not in OBJECTIVES:
+        flag = (overrides or {}).get("objectives") is not None
+        diags.append(error(f"{'--objectives' if flag else 'objectives'} "
+                           f"{','.join(values['objectives'])}: not known (use score, or "
+                           "score,size for a Pareto front)",
+                           None if flag else _span_of(recipe, "objectives")))
+        values.pop("objectives")
     if sum(k in values for k in ("keep", "remove", "max_params")) > 1:
         diags.append(error("give one size target: keep, remove or params",
                            _span_of(recipe, "keep", "remove", "params")))
@@ -167,8 +198,8 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
             values["max_params"] = float(v)
     elif key in ("keep", "population", "generations", "seed", "limit", "min_limit", "eta",
                  "elite", "batch_size"):
-        low = 0 if key in ("seed", "elite") else (2 if key in ("eta", "population") else 1)
-        v = _number(s, diags, integer=True, low=low)
+        low, high = INT_BOUNDS[key]
+        v = _number(s, diags, integer=True, low=low, high=high)
         if v is not None:
             values[key] = v
     elif key in ("warm_start", "crossover", "mutation"):

@@ -1,0 +1,85 @@
+"""Open a model for scoring: a checkpoint directory or a recipe, validated before loading.
+
+Consumes: a path — a Hugging Face checkpoint directory, or a closed recipe (`.tr`) that is
+assembled in memory — a device and a compute dtype.
+Produces: `Opened` (the torch model in eval mode, its tokenizer, the dtype used), or raises
+`ModelError` / `RecipeError` with a one-line reason.
+
+Every command that runs a model (`eval`, `prune`) comes through here, so a directory is
+read only after `index.load_model` has validated its config.json, safetensors headers and
+index, the same checks `tailorc check` makes: a pickle-only directory is refused before
+anything is loaded, and the index cannot point outside the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..index import ModelError, ModelInfo, load_model
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class Opened:
+    model: Any
+    tokenizer: Any
+    dtype: str
+    info: ModelInfo  # the checkpoint's headers (for a recipe: its base model's)
+
+
+def default_dtype(device: str) -> str:
+    """float32 on a CPU (16-bit matmuls are slow there and change scores); bf16 on a GPU."""
+    return "float32" if device == "cpu" else "bfloat16"
+
+
+def open_model(path: Path, *, device: str, dtype: str | None = None) -> Opened:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or default_dtype(device)
+    torch_dtype = getattr(torch, dtype)
+    if path.suffix == ".tr":
+        from ..assemble import assemble, load_recipe
+
+        recipe, models = load_recipe(path)
+        info = models[recipe.base_name or ""]
+        model = assemble(recipe, models, device="cpu")
+    else:
+        info = load_model(path.name or str(path), path)  # refuses pickles, checks the index
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True,
+                                                         dtype=torch_dtype)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: transformers cannot load it ({_first_line(exc)})") \
+                from None
+    model = model.to(device=device, dtype=torch_dtype).eval()
+    return Opened(model, open_tokenizer(info.path), dtype, info)
+
+
+def open_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"{path}: cannot load a tokenizer ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def display_names(paths: list[Path]) -> list[str]:
+    """One distinct row label per model: its name, else the path as given, else numbered."""
+    short = [p.stem if p.suffix == ".tr" else (p.name or str(p)) for p in paths]
+    names = [s if short.count(s) == 1 else str(p) for s, p in zip(short, paths)]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if names.count(name) == 1 else f"{name} #{seen[name]}")
+    return unique
