@@ -169,7 +169,7 @@ def _check_op_layers(op: ClosedOp, decl: SlotDecl, models: Models, base: ModelIn
             why = " (the task-arithmetic base)" if k >= len(op_models(op)) else ""
             diags.append(error(
                 f"layer {_ranges(missing)} of model '{name}'{why} does not exist; it has "
-                f"{m.num_layers} layers (0..{m.num_layers - 1})", span))
+                f"{m.num_layers} layers, numbered from 0", span))
             continue
         problem = _shape_problem(m, sources, template, base.name)
         if problem:
