@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, frontdoor
@@ -468,8 +469,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for name, path in zip(display_names(args.models), args.models):
             status.update(f"scoring {path}")
             opened = open_model(path, device=device, dtype=dtype)
-            results[name] = evaluate(opened.model, opened.tokenizer, tasks, limit=args.limit,
-                                     batch_size=args.batch_size, device=device)
+            try:
+                results[name] = evaluate(opened.model, opened.tokenizer, tasks,
+                                         limit=args.limit, batch_size=args.batch_size,
+                                         device=device)
+            except TaskError as exc:
+                raise UserError(str(exc)) from None
             del opened
     if args.json:
         import json
@@ -486,7 +491,7 @@ def score_table(results: dict, task_names: list[str], mean_score) -> Table:
     table = Table(title="scores (acc / exact match; ppl for text)", title_justify="left")
     table.add_column("model")
     for name in task_names:
-        table.add_column(name, justify="right")
+        table.add_column(escape(name), justify="right")  # a file name is not markup
     table.add_column("mean", justify="right", style="bold")
     for model, scores in results.items():
         cells = []
@@ -497,7 +502,7 @@ def score_table(results: dict, task_names: list[str], mean_score) -> Table:
             mean = f"{100 * mean_score(scores):.1f}"
         except ValueError:
             mean = "-"
-        table.add_row(model, *cells, mean)
+        table.add_row(escape(model), *cells, mean)
     return table
 
 

@@ -177,15 +177,22 @@ def removal_count(spec: str, n_layers: int) -> int:
 
 def calibration_texts(path, samples: int) -> list[str]:
     """Texts from a .txt file (one per non-empty line) or a task file (context + gold
-    answer, the text a model of the task should find likely): the first `samples`."""
+    answer, the text a model of the task should find likely): the first `samples`.
+
+    The file is read as task files are (a regular UTF-8 file of bounded size, see
+    `evaluate.tasks`); any problem, a file with no text included, is a `TaskError`."""
     from pathlib import Path
 
-    from .evaluate import McItem, load_task
+    from .evaluate import McItem, TaskError, load_task
+    from .evaluate.tasks import read_task_text
 
     path = Path(path)
     if path.suffix == ".txt":
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        return [ln for ln in lines if ln][:samples]
+        lines = [ln.strip() for ln in read_task_text(path).splitlines()]
+        texts = [ln for ln in lines if ln]
+        if not texts:
+            raise TaskError(path, None, "no calibration text (every line is blank)")
+        return texts[:samples]
     task = load_task(path)
     texts = [it.context + it.choices[it.gold] if isinstance(it, McItem) else it.prompt + it.answer
              for it in task.items]

@@ -191,7 +191,9 @@ def _score_ppl(model: Any, tokenizer: Any, task: Task, opts: _Options) -> TaskSc
         max_windows=opts.limit,
     )
     if not logprobs:
-        raise ValueError(f"{task.path}: text has no tokens")
+        from .tasks import TaskError
+
+        raise TaskError(task.path, None, "the tokenizer makes no tokens of this text")
     nll = -math.fsum(logprobs) / len(logprobs)
     ppl = math.exp(nll)
     return TaskScore(

@@ -8,12 +8,23 @@ Consumes a path to a task file and produces a `Task`:
   skipped; one file holds one kind only.
 * ``*.txt``: a perplexity task (kind ``"ppl"``) whose single item is the whole text.
 
-Every problem is reported as a `TaskError` naming ``file:line``.
+A directory stands for its ``*.jsonl`` and ``*.txt`` files (not dot files; not recursively).
+Only regular files (or links to them) of at most `MAX_TASK_BYTES` are read, and nothing else is
+opened in a way that could block (a FIFO would wait for a writer forever). Text is UTF-8, a
+leading byte-order mark allowed; JSON is strict (no NaN or Infinity, no duplicate item keys);
+strings must be valid Unicode (no lone surrogates, which JSON escapes can produce); ``gold`` is
+a real integer (not a boolean, a float or a 5000-digit number) indexing ``choices``.
+
+Every problem is reported as a `TaskError` naming ``file:line`` (``file`` alone when it is about
+the whole file): a directory with no tasks, an empty file, two tasks with one name.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +34,12 @@ TaskKind = Literal["mc", "gen", "ppl"]
 
 MC_KEYS = ("context", "choices", "gold")
 GEN_KEYS = ("prompt", "answer")
+TASK_SUFFIXES = (".jsonl", ".txt")
+
+# Larger files are refused before being read: far more than any evaluation could use.
+MAX_TASK_BYTES = 128 * 2**20
+# A JSON integer with more characters than this is kept unconverted (see `_HugeInt`).
+MAX_INT_CHARS = 20
 
 
 class TaskError(ValueError):
@@ -65,26 +82,23 @@ class Task:
 def load_task(path: str | Path) -> Task:
     """Read one task file; the kind comes from the extension and, for JSONL, the keys."""
     path = Path(path)
-    text = _read_text(path)
+    if path.suffix not in TASK_SUFFIXES:
+        raise TaskError(path, None, "unknown task file type (expected .jsonl or .txt)")
+    name = path.stem
+    if not _is_unicode(name):
+        raise TaskError(path, None, "the file name, which names the task, is not valid UTF-8")
+    text = read_task_text(path)
     if path.suffix == ".txt":
         if not text.strip():
             raise TaskError(path, None, "perplexity text is empty")
-        return Task(name=path.stem, kind="ppl", items=(text,), path=path)
-    if path.suffix != ".jsonl":
-        raise TaskError(path, None, "unknown task file type (expected .jsonl or .txt)")
+        return Task(name=name, kind="ppl", items=(text,), path=path)
     kind, items = _parse_jsonl(path, text)
-    return Task(name=path.stem, kind=kind, items=tuple(items), path=path)
+    return Task(name=name, kind=kind, items=tuple(items), path=path)
 
 
 def load_tasks(paths: Iterable[str | Path]) -> list[Task]:
     """Load several task files; a directory contributes its ``*.jsonl`` and ``*.txt`` files."""
-    tasks: list[Task] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".txt"))
-            tasks.extend(load_task(f) for f in files)
-        else:
-            tasks.append(load_task(path))
+    tasks = [load_task(f) for path in map(Path, paths) for f in _task_files(path)]
     seen: dict[str, Path] = {}
     for task in tasks:
         if task.name in seen:
@@ -95,27 +109,163 @@ def load_tasks(paths: Iterable[str | Path]) -> list[Task]:
     return tasks
 
 
-def _read_text(path: Path) -> str:
+def read_task_text(path: Path) -> str:
+    """The text of a regular file of at most `MAX_TASK_BYTES`, decoded as UTF-8 (a leading
+    byte-order mark is dropped). Anything else is a `TaskError`, raised without blocking: a
+    FIFO or device is refused before a byte is read from it."""
+    data = _read_regular_file(path)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise TaskError(
+            path, 1, "UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8"
+        )
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return path.read_text(encoding="utf-8")
+        return data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise TaskError(path, None, f"not UTF-8 text ({exc.reason})") from exc
+        at = start + exc.start
+        line = data.count(b"\n", 0, at) + 1
+        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+        raise TaskError(
+            path,
+            line,
+            f"not UTF-8 text: byte 0x{data[at]:02x} at byte {column} of the line "
+            f"({exc.reason}); save the file as UTF-8",
+        ) from None
+
+
+def _task_files(path: Path) -> list[Path]:
+    """`path` itself, or the task files in the directory `path` (dot files skipped: editor
+    backups and lock files are not tasks)."""
+    try:
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+        if not is_dir:
+            return [path]
+        files = sorted(
+            p for p in path.iterdir() if p.suffix in TASK_SUFFIXES and not p.name.startswith(".")
+        )
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise TaskError(
+            path, None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if not files:
+        raise TaskError(path, None, "no tasks found in this directory (expected *.jsonl or *.txt)")
+    return files
+
+
+def _read_regular_file(path: Path) -> bytes:
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; on a
+    # regular file it changes nothing. The type is checked on the open descriptor, so a file
+    # swapped for something else after a check cannot slip through.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError) as exc:
+        raise TaskError(
+            path, None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise TaskError(path, None, f"not a regular file ({_file_type(info.st_mode)})")
+        if info.st_size > MAX_TASK_BYTES:
+            raise TaskError(
+                path,
+                None,
+                f"{_mib(info.st_size)}; task files are limited to {_mib(MAX_TASK_BYTES)}",
+            )
+        data = _read_at_most(fd, MAX_TASK_BYTES + 1, expected=info.st_size)
     except OSError as exc:
-        raise TaskError(path, None, f"cannot read: {exc.strerror or exc}") from exc
+        raise TaskError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TASK_BYTES:  # it grew while being read
+        raise TaskError(path, None, f"over {_mib(MAX_TASK_BYTES)}, the limit for task files")
+    return data
+
+
+def _read_at_most(fd: int, limit: int, expected: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        # Ask for what the file should still hold (plus a little, to see the end): os.read
+        # allocates the full request up front.
+        chunk = os.read(fd, min(limit - total, max(expected - total, 0) + 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def _file_type(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), f"file type {stat.S_IFMT(mode):o}")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+class _BadJson(ValueError):
+    """Raised from inside `json.loads` hooks; becomes a TaskError with the line number."""
+
+
+@dataclass(frozen=True)
+class _HugeInt:
+    """A JSON integer too long to be any index: kept as its digits, never converted (Python
+    refuses int() of over 4300 digits, and converting long ones is quadratic)."""
+
+    digits: str
+
+
+def _parse_int(text: str) -> int | _HugeInt:
+    return int(text) if len(text) <= MAX_INT_CHARS else _HugeInt(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _BadJson(f"{name} is not a JSON value")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        names = [k for k, _ in pairs]
+        dupes = [k for k in MC_KEYS + GEN_KEYS if names.count(k) > 1]
+        if dupes:
+            raise _BadJson(f"duplicate key {dupes[0]!r}")
+    return obj
+
+
+def _parse_line(path: Path, lineno: int, line: str) -> Any:
+    try:
+        return json.loads(
+            line, parse_int=_parse_int, parse_constant=_reject_constant, object_pairs_hook=_object
+        )
+    except json.JSONDecodeError as exc:
+        raise TaskError(path, lineno, f"malformed JSON at column {exc.colno}: {exc.msg}") from None
+    except _BadJson as exc:
+        raise TaskError(path, lineno, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise TaskError(path, lineno, "malformed JSON: nested too deeply") from None
 
 
 def _parse_jsonl(path: Path, text: str) -> tuple[TaskKind, list[McItem] | list[GenItem]]:
     kind: TaskKind | None = None
     items: list[Any] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # JSON Lines ends lines at "\n" only: str.splitlines() would also split inside strings
+    # holding U+2028, U+0085 or a form feed, which JSON allows unescaped.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TaskError(path, lineno, f"malformed JSON: {exc.msg}") from exc
+        obj = _parse_line(path, lineno, line)
         if not isinstance(obj, dict):
-            raise TaskError(path, lineno, "expected a JSON object")
+            raise TaskError(path, lineno, f"expected a JSON object, got {_json_type(obj)}")
         line_kind = _item_kind(path, lineno, obj)
         if kind is not None and line_kind != kind:
             raise TaskError(
@@ -134,8 +284,10 @@ def _item_kind(path: Path, lineno: int, obj: dict[str, Any]) -> TaskKind:
     if is_mc and is_gen:
         raise TaskError(path, lineno, "item mixes multiple-choice and generation keys")
     if not (is_mc or is_gen):
+        keys = sorted(obj)
+        shown = ", ".join(map(repr, keys[:8])) + (f", ... ({len(keys)} keys)" if keys[8:] else "")
         raise TaskError(
-            path, lineno, f"expected keys {list(MC_KEYS)} or {list(GEN_KEYS)}, got {sorted(obj)}"
+            path, lineno, f"expected keys {list(MC_KEYS)} or {list(GEN_KEYS)}, got [{shown}]"
         )
     wanted = MC_KEYS if is_mc else GEN_KEYS
     missing = [k for k in wanted if k not in obj]
@@ -145,28 +297,88 @@ def _item_kind(path: Path, lineno: int, obj: dict[str, Any]) -> TaskKind:
 
 
 def _mc_item(path: Path, lineno: int, obj: dict[str, Any]) -> McItem:
-    context, choices, gold = obj["context"], obj["choices"], obj["gold"]
-    if not isinstance(context, str):
-        raise TaskError(path, lineno, "'context' must be a string")
+    context = _string(path, lineno, "context", obj["context"])
+    choices = obj["choices"]
     if not isinstance(choices, list) or not choices:
-        raise TaskError(path, lineno, "'choices' must be a non-empty list of strings")
-    if not all(isinstance(c, str) and c for c in choices):
+        raise TaskError(
+            path, lineno, f"'choices' must be a non-empty list of strings, got {_describe(choices)}"
+        )
+    for i, choice in enumerate(choices):
         # An empty choice has no tokens to score and zero length for acc_norm.
-        raise TaskError(path, lineno, "every choice must be a non-empty string")
+        _string(path, lineno, f"choice {i}", choice, non_empty=True)
+    gold = obj["gold"]
+    if isinstance(gold, _HugeInt):
+        digits = gold.digits.lstrip("-")
+        raise TaskError(
+            path,
+            lineno,
+            f"'gold' {gold.digits[:12]}... ({len(digits)} digits) out of range for "
+            f"{len(choices)} choices",
+        )
     if isinstance(gold, bool) or not isinstance(gold, int):
-        raise TaskError(path, lineno, "'gold' must be an integer index into 'choices'")
+        raise TaskError(
+            path, lineno, f"'gold' must be an integer index into 'choices', got {_describe(gold)}"
+        )
     if not 0 <= gold < len(choices):
         raise TaskError(path, lineno, f"'gold' {gold} out of range for {len(choices)} choices")
     return McItem(context=context, choices=tuple(choices), gold=gold)
 
 
 def _gen_item(path: Path, lineno: int, obj: dict[str, Any]) -> GenItem:
-    prompt, answer = obj["prompt"], obj["answer"]
-    if not isinstance(prompt, str) or not prompt:
-        raise TaskError(path, lineno, "'prompt' must be a non-empty string")
-    if not isinstance(answer, str):
-        raise TaskError(path, lineno, "'answer' must be a string")
+    prompt = _string(path, lineno, "prompt", obj["prompt"], non_empty=True)
+    answer = _string(path, lineno, "answer", obj["answer"])
     if "\n" in answer.strip():
         # Generation stops at the first newline, so such an answer could never match.
         raise TaskError(path, lineno, "'answer' must not contain a newline")
     return GenItem(prompt=prompt, answer=answer)
+
+
+def _string(path: Path, lineno: int, what: str, value: Any, *, non_empty: bool = False) -> str:
+    """`value` if it is a (non-empty) string of valid Unicode, else a TaskError naming `what`."""
+    label = what if what.startswith("choice ") else repr(what)
+    if not isinstance(value, str) or (non_empty and not value):
+        wanted = "a non-empty string" if non_empty else "a string"
+        raise TaskError(path, lineno, f"{label} must be {wanted}, got {_describe(value)}")
+    if not _is_unicode(value):
+        # JSON can escape half a surrogate pair ("\ud800"); no tokenizer accepts the result.
+        bad = next(i for i, ch in enumerate(value) if not _is_unicode(ch))
+        raise TaskError(
+            path,
+            lineno,
+            f"{label} holds a lone surrogate \\u{ord(value[bad]):04x} at "
+            f"character {bad + 1}, which is not valid Unicode text",
+        )
+    return value
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _describe(value: Any) -> str:
+    """What a JSON value is, for messages: its type, and its value if short."""
+    if isinstance(value, _HugeInt):
+        return f"a {len(value.digits)}-character integer"
+    kind = _json_type(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+        return f"{kind} {json.dumps(value)}"
+    if isinstance(value, str):
+        return "an empty string" if not value else kind
+    return kind
+
+
+def _json_type(value: Any) -> str:
+    types = [
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "number"),
+        (str, "string"),
+        (list, "array"),
+        (dict, "object"),
+        (_HugeInt, "integer"),
+    ]
+    return next((name for cls, name in types if isinstance(value, cls)), "null")
