@@ -1,4 +1,4 @@
-"""Progress of long commands on the terminal, for cli.py (which owns the consoles).
+"""Progress of long commands on the terminal (the consoles are `console.py`'s).
 
 Consumes: a rich `Console` and per-step records (here: the search's `Generation`s).
 Produces: one plain line per finished generation — above a live status line on a terminal,
