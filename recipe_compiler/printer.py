@@ -1,18 +1,36 @@
 """Print the IR back as canonical `.tr` text.
 
 Consumes: a `Recipe` (from the parser or built by the search).
-Produces: text such that `parse(format_recipe(r)) == r`.
+Produces: text such that `parse(format_recipe(r)) == compact_slots(r)`, which gives every
+slot index the operation `r` gives it (`compact_slots(r).ops() == r.ops()`); for a recipe
+with no adjacent declarations to join, that is `r` itself.
 
 Canonical form: header settings first (name, models, base_model, dtype), then slots in the
-order written with aligned `=`, then the search block; keyword arguments in a fixed order;
-numbers in their shortest exact form; comments kept where they were.
+order written with aligned `=`, adjacent declarations of one operation that reads the slot's
+own layer joined into one range (`slot 3 = take(a)`, `slot 4 = take(a)` -> `slot 3..5 =
+take(a)`; drops alike), then the search block; keyword arguments in a fixed order; numbers
+in their shortest exact form; comments kept where they were.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
-from .recipe import Choose, Drop, Merge, Name, Op, Open, Percent, Recipe, Setting, Take, Value
+from .recipe import (
+    Choose,
+    Drop,
+    Merge,
+    Name,
+    Op,
+    Open,
+    Percent,
+    Recipe,
+    Setting,
+    SlotDecl,
+    Take,
+    Value,
+)
 
 
 def format_value(value: Value) -> str:
@@ -68,7 +86,31 @@ def _kw(**kwargs: Value | None) -> list[str]:
     return [f"{k}={format_value(v)}" for k, v in kwargs.items() if v is not None]
 
 
+def compact_slots(recipe: Recipe) -> Recipe:
+    """Join each slot declaration into the one before it when it continues that range with
+    the same operation and the operation reads the slot's own layer (a drop, or a take or
+    merge without `layer=`): every slot keeps its operation. Open slots (`?`, `choose`) stay
+    as written, since the search reads their declarations, and so does any declaration that
+    carries a comment, so that no comment comes to describe other slots."""
+    commented = {key for key, above, trailing in recipe.comments if above or trailing}
+    decls: list[SlotDecl] = []
+    for decl in recipe.slots:
+        last = decls[-1] if decls else None
+        if last is not None and _joins(last, decl, commented):
+            decls[-1] = replace(last, stop=decl.stop)
+        else:
+            decls.append(decl)
+    return recipe if len(decls) == len(recipe.slots) else replace(recipe, slots=tuple(decls))
+
+
+def _joins(a: SlotDecl, b: SlotDecl, commented: set[str]) -> bool:
+    own_layer = isinstance(b.op, Drop) or (isinstance(b.op, (Take, Merge)) and b.op.layer is None)
+    return (own_layer and a.stop == b.start and a.op == b.op
+            and f"slot:{a.start}" not in commented and f"slot:{b.start}" not in commented)
+
+
 def format_recipe(recipe: Recipe) -> str:
+    recipe = compact_slots(recipe)
     out = _Out(recipe)
     out.block("header")
     if recipe.name is not None:

@@ -15,10 +15,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recipe_compiler.mergekit import export_recipe, import_config
 from recipe_compiler.parser import parse, parse_file
-from recipe_compiler.printer import format_recipe
+from recipe_compiler.printer import compact_slots, format_recipe
 from recipe_compiler.source import RecipeError, render_all
 
 from .conftest import GOLDEN, check_golden
@@ -128,6 +129,72 @@ def test_yaml_syntax_error_has_a_position():
     with pytest.raises(RecipeError) as exc:
         import_config("slices:\n  - sources: [\n", "bad.yml")
     assert render_all(exc.value.diagnostics).startswith("bad.yml:3:1: error: not valid YAML")
+
+
+def test_import_keeps_the_name_or_takes_the_file_stem():
+    text = ("slices:\n  - sources: [{model: fam/base, layer_range: [0, 4]}]\n"
+            "merge_method: passthrough\n")
+    assert import_config(text, "dir/prune.yml").name == "prune"
+    assert import_config(text, "<config>").name is None
+    named = import_config("name: tiny-pruned\n" + text, "dir/prune.yml")
+    assert named.name == "tiny-pruned"
+    assert yaml.safe_load(export_recipe(named))["name"] == "tiny-pruned"
+
+
+def test_import_writes_ranges_drops_and_repeats_as_a_person_would():
+    text = """
+slices:
+  - sources: [{model: fam/base, layer_range: [2, 5]}]
+  - sources: [{model: fam/base, layer_range: [3, 4]}]
+  - sources: [{model: fam/base, layer_range: [7, 8]}]
+merge_method: passthrough
+"""
+    printed = format_recipe(import_config(text, "x.yml")).split("\n\n")[-1]
+    assert printed == ("slot 0..2 = drop\nslot 2..5 = take(base)\nslot 5    = take(base, layer=3)"
+                       "\nslot 6    = drop\nslot 7    = take(base)\n")
+
+
+def test_export_reports_each_problem_once_per_declaration():
+    recipe = parse((HERE / "outerr_repeat.tr").read_text(), "r.tr")
+    with pytest.raises(RecipeError) as exc:
+        export_recipe(recipe)
+    assert [d.span.line for d in exc.value.diagnostics] == [6, 7, 8]
+
+
+def test_take_in_a_task_arithmetic_config_is_copied_not_recomputed():
+    """base + 1 * (m - base) is m only up to rounding; a slice whose own base_model is m is
+    m's tensor itself (mergekit merges no task vector)."""
+    recipe = parse('model base = "fam/base"\nmodel math = "fam/math"\n'
+                   "slot 0 = take(math)\nslot 1 = merge(math, weights=[0.5], "
+                   "method=task_arithmetic)\nslot 2 = merge(math, method=linear)\n")
+    exported = export_recipe(recipe)
+    slices = yaml.safe_load(exported)["slices"]
+    assert [s.get("base_model") for s in slices] == [None, "fam/math", None, "fam/math", None]
+    assert slices[3]["sources"] == [{"model": "fam/math", "layer_range": [2, 3]}]
+    back = import_config(exported, "back.yml")
+    assert [type(op).__name__ for op in back.ops()] == ["Take", "Merge", "Take"]
+
+
+# --- fmt: the compact form --------------------------------------------------------------
+
+
+def test_fmt_joins_adjacent_equal_declarations():
+    r = parse('model a = "x"\nslot 0 = take(a)\nslot 1 = take(a)\nslot 2..4 = take(a)\n'
+              "slot 4 = drop\nslot 5 = drop\nslot 6 = take(a, layer=2)\n"
+              "slot 7 = take(a, layer=2)\nslot 8 = ?\nslot 9 = ?\nslot 10 = take(a)\n")
+    text = format_recipe(r)
+    assert text.split("\n\n")[1] == (
+        "slot 0..4 = take(a)\nslot 4..6 = drop\nslot 6    = take(a, layer=2)\n"
+        "slot 7    = take(a, layer=2)\nslot 8    = ?\nslot 9    = ?\nslot 10   = take(a)\n")
+    assert parse(text) == compact_slots(r) and parse(text).ops() == r.ops()
+
+
+def test_fmt_leaves_commented_declarations_alone():
+    text = ('model a = "x"\n\nslot 0    = take(a)\n# the second one matters\n'
+            "slot 1    = take(a)\nslot 2    = take(a)  # so does this\nslot 3    = take(a)\n"
+            "slot 4    = take(a)\n")
+    assert format_recipe(parse(text)) == text.replace("slot 3    = take(a)\nslot 4    = take(a)",
+                                                      "slot 3..5 = take(a)")
 
 
 # --- the same tensors as mergekit ---------------------------------------------------------
