@@ -79,9 +79,14 @@ def write_outputs(p, search, pop, hof, run_dir: Path, *, command: str,
     if "block-influence" in heuristics:
         g = genome_from_drops(space, heuristics["block-influence"], random.Random(0))
         r = relocate(_plain_base(decode(space, g), space.base), run_dir)
+        ranked = sorted(heuristics["block-influence"])
+        dropped = [i for i, op in enumerate(r.ops()) if isinstance(op, Drop)]
+        moved = "" if dropped == ranked else (
+            f" (block influence chose slots {ranked}; the recipe fixes some of them, so "
+            "the search's repair moved those drops to open slots)")
         _write(run_dir / "shortgpt.tr", format_recipe(_with_header(r, [
             "the base model pruned by block influence (ShortGPT), for comparison",
-            f"drops slots {sorted(heuristics['block-influence'])}"])))
+            f"drops slots {dropped}{moved}"])))
         files.append(run_dir / "shortgpt.tr")
     write_history(str(run_dir / "history.jsonl"), search.history)
     files.append(run_dir / "history.jsonl")
