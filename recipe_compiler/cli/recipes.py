@@ -146,6 +146,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     from ..mergekit import import_config
 
     try:
+        if args.config.exists() and not args.config.is_file():  # a FIFO would block the read
+            raise OSError(21, "not a regular file")
+        if args.config.stat().st_size > 16 * 2**20:
+            raise OSError(27, "larger than 16 MiB; not a mergekit config")
         text = args.config.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"

@@ -31,6 +31,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     prepared = prepare(args.recipe, overrides)
     run_dir = args.output or Path("runs") / args.recipe.stem
+    _check_run_dir(run_dir, prepared, args.recipe)
     if (run_dir / "state.json").exists() and not args.resume:
         if not args.force:
             raise UserError(f"{run_dir} holds an earlier run (use --resume to continue it, "
@@ -63,3 +64,31 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     out.print(f"next: tailorc build {result.best} -o out/{args.recipe.stem}-tailored",
               markup=False)
     return 0
+
+
+# what a run directory holds; an existing directory with anything else is not tailor's
+RUN_FILES = {"state.json", "best.tr", "shortgpt.tr", "history.jsonl", "evolve.png", "pareto"}
+
+
+def _check_run_dir(run_dir: Path, prepared, recipe_path: Path) -> None:
+    """The run directory is a directory, holds nothing but an earlier run's files, and is
+    neither an input nor inside one (its files would be written among a model's)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: exists and is not a directory; give -o a directory")
+    target = run_dir.resolve()
+    inputs = [m.path for m in prepared.models.values()] + [recipe_path]
+    for given in inputs:
+        src = Path(given).resolve()
+        if target == src or src in target.parents:
+            raise UserError(f"{run_dir}: is or is inside an input ({given}); choose another -o")
+    if run_dir.is_dir():
+        strangers = sorted(p.name for p in run_dir.iterdir()
+                           if p.name not in RUN_FILES and ".tmp-" not in p.name)
+        if strangers:
+            raise UserError(f"{run_dir}: holds files that are not a tailor run "
+                            f"({strangers[0]}); choose another -o")
+    parent = run_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{run_dir}: cannot create it under {parent}, which is not a directory")
