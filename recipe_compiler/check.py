@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import methods
 from .index import ModelError, ModelInfo, load_model
 from .recipe import Choose, ClosedOp, Drop, Merge, Op, Open, Recipe, SlotDecl, Take
 from .source import Diagnostic, Span, did_you_mean, error, warning
@@ -155,7 +156,7 @@ def _check_op_layers(op: ClosedOp, decl: SlotDecl, models: Models, base: ModelIn
     if isinstance(op, Drop):
         return []
     sources = range(decl.start, decl.stop) if op.layer is None else [op.layer]
-    needs_base = isinstance(op, Merge) and op.method in ("task_arithmetic", "ties")
+    needs_base = isinstance(op, Merge) and methods.get(op.method).needs_base
     names = op_models(op) + ((base.name,) if needs_base and base.name not in op_models(op)
                              else ())
     diags = []

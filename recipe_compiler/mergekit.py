@@ -41,10 +41,13 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
 from yaml.resolver import Resolver
 
+from . import methods
 from .check import Models, model_path
+from .methods import Method
 from .parser import MAX_SLOTS
 from .recipe import (
     DTYPES,
+    MERGE_FIELDS,
     Choose,
     ClosedOp,
     Drop,
@@ -58,18 +61,12 @@ from .recipe import (
 )
 from .source import Diagnostic, RecipeError, Source, Span, error
 
-METHODS = ("passthrough", "linear", "task_arithmetic", "ties", "slerp")
-PARAMETERS = {
-    "passthrough": ("scale",),
-    "linear": ("weight", "normalize"),
-    "task_arithmetic": ("weight", "normalize", "density", "int8_mask", "rescale", "lambda"),
-    "ties": ("weight", "normalize", "density", "int8_mask", "rescale", "lambda"),
-    "slerp": ("t",),
-}
+# The merge methods, their mergekit parameters and both tools' defaults: methods/<name>.py.
+# passthrough is mergekit's take.
+METHODS = ("passthrough",) + tuple(m.mergekit for m in methods.REGISTRY.values() if m.mergekit)
+PARAMETERS = {"passthrough": ("scale",), **{m.mergekit: m.mergekit_params()
+                                            for m in methods.REGISTRY.values() if m.mergekit}}
 BOOL_PARAMETERS = ("normalize", "int8_mask", "rescale")
-# mergekit's defaults (merge_methods/registry.py, linear.py); tailor's are in plan.merge_expr
-MK_NORMALIZE = {"linear": True, "task_arithmetic": False, "ties": True}
-TAILOR_NORMALIZE = {"linear": True, "task_arithmetic": False, "ties": True}
 # The only per-tensor `scale` tailor can say: the Llama-family output projections.
 SCALE_FILTERS = ("o_proj", "down_proj")
 LAYER_TENSOR = "model.layers.0.mlp.up_proj.weight"  # stands for the unfiltered layer tensors
@@ -561,7 +558,7 @@ def _check_parameters(y: _Yaml, config: _Config) -> None:
             elif _is_filter_list(vnode):
                 _check_filters(y, name, vnode)
             else:
-                _check_scalar(y, name, vnode)
+                _check_scalar(y, name, vnode, config.method)
 
 
 def _is_filter_list(node: Node) -> bool:
@@ -579,7 +576,7 @@ def _finite(value: object) -> bool:
         return False
 
 
-def _check_scalar(y: _Yaml, name: str, node: Node) -> None:
+def _check_scalar(y: _Yaml, name: str, node: Node, method: str = "passthrough") -> None:
     if isinstance(node, SequenceNode):
         y.err(f"parameter '{name}' is a gradient (a list of values across layers); tailor "
               "takes one value per merge", node,
@@ -589,21 +586,27 @@ def _check_scalar(y: _Yaml, name: str, node: Node) -> None:
     if name in BOOL_PARAMETERS:
         if not isinstance(value, bool):
             y.err(f"parameter '{name}' must be true or false, got {_show(value)}", node)
-        elif name == "rescale" and value:
+        elif name == "rescale" and value and _fixed(method, name) is False:
             y.err("rescale: true (rescaling after trimming) has no tailor equivalent", node)
     elif not _finite(value):
         y.err(f"parameter '{name}' must be a finite number, got {_show(value)}", node)
     else:
-        _check_range(y, name, float(value), node)  # type: ignore[arg-type]
+        _check_range(y, name, float(value), node, method)  # type: ignore[arg-type]
 
 
-def _check_range(y: _Yaml, name: str, value: float, node: Node) -> None:
+def _fixed(method: str, name: str) -> object:
+    """The one value tailor accepts for a mergekit parameter it has no counterpart for."""
+    found = methods.by_mergekit(method)
+    return dict(found.mergekit_fixed).get(name) if found else None
+
+
+def _check_range(y: _Yaml, name: str, value: float, node: Node, method: str) -> None:
+    found = methods.by_mergekit(method)
+    param = found.mergekit_param(name) if found else None
     if name == "lambda" and value != 1:
         y.err(f"lambda {value} has no tailor equivalent (fold it into the weights)", node)
-    elif name == "t" and not 0 <= value <= 1:
-        y.err(f"t must be in [0, 1], got {value}", node)
-    elif name == "density" and not 0 < value <= 1:
-        y.err(f"density must be in (0, 1], got {value}", node)
+    elif param is not None and param.kind == "float" and not param.in_range(value):
+        y.err(f"{name} must be {param.bound()}, got {value}", node)
     elif name == "scale" and value < 0:
         y.err(f"scale must be >= 0, got {value}", node)
 
@@ -735,10 +738,10 @@ def _end_model(y: _Yaml, config: _Config) -> str | None:
                                                                   "over the last")):
         models = list(dict.fromkeys(src.model for src in sl.sources))
         if len(models) != 1:
-            hint = ("mergekit's slerp needs two models in every slice, so it always merges them"
-                    if config.method == "slerp" else "begin and end the config with a slice "
-                    "of the base model alone; a zero-length one (layer_range: [0, 0]) adds no "
-                    "layer")
+            hint = (f"mergekit's {config.method} needs two models in every slice, so it "
+                    "always merges them" if _form(config.method) == "pair" else
+                    "begin and end the config with a slice of the base model alone; a "
+                    "zero-length one (layer_range: [0, 0]) adds no layer")
             y.err(f"mergekit merges the {what} slice's models ({_listing(models)}); tailor "
                   "copies them from one base model", sl.node, hint=hint)
             return None
@@ -763,7 +766,8 @@ def _check_identity(y: _Yaml, config: _Config, sl: _Slice, model: str, tensor: s
     """mergekit's merge of a single model leaves `tensor` unchanged (up to rounding)."""
     # passthrough: a scalar scale is refused for the layers already, and the one filter
     # form accepted leaves these tensors at 1
-    if config.method == "linear":
+    if config.method != "passthrough" and \
+            methods.by_mergekit(config.method).mergekit_form == "weighted":  # type: ignore
         weight, node = _param(y, config, sl, "weight", model, tensor)
         normalize, _ = _param(y, config, sl, "normalize", None, tensor)
         if normalize is False and weight != 1:
@@ -807,8 +811,10 @@ def _slice_ops(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
             y.err(f"model {_show(src.model)} is a source of this slice twice", src.node)
             return []
         seen.add(src.model)
-    make = {"passthrough": _passthrough, "linear": _linear, "slerp": _slerp}.get(
-        config.method, _task_arithmetic)
+    form = "take" if config.method == "passthrough" else \
+        methods.by_mergekit(config.method).mergekit_form  # type: ignore[union-attr]
+    make = {"take": _passthrough, "weighted": _linear, "pair": _pair,
+            "task_vector": _task_vector}[form]
     op = make(y, config, sl, names, base)
     if op is None:
         return []
@@ -866,13 +872,15 @@ def _linear(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
     weights = _weights(y, config, sl, sl.sources)
     if weights is None or not _same_start(y, sl):
         return None
-    normalize, _ = _param(y, config, sl, "normalize", None)
-    normalize = MK_NORMALIZE["linear"] if normalize is None else normalize
     if len(weights) == 1 and weights[0] == 1:  # 1 * x (/ 1) is x, bit for bit
         return Take(names[sl.sources[0].model])
-    equal = all(w == 1 for w in weights)  # tailor's default weights: 1 each
-    return Merge(tuple(names[s.model] for s in sl.sources), "linear", None if equal else weights,
-                 normalize=None if normalize == TAILOR_NORMALIZE["linear"] else bool(normalize))
+    method = methods.by_mergekit(config.method)
+    assert method is not None  # _method() let only known methods through
+    values = _scalars(y, config, sl, sl.sources, method)
+    if values is None:
+        return None
+    return _merge_of(method, tuple(names[s.model] for s in sl.sources), {"weights": weights,
+                                                                         **values})
 
 
 def _slice_base(y: _Yaml, config: _Config, sl: _Slice) -> str | None:
@@ -884,8 +892,9 @@ def _slice_base(y: _Yaml, config: _Config, sl: _Slice) -> str | None:
     return ref
 
 
-def _task_arithmetic(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
-                     base: str) -> Take | Merge | None:
+def _task_vector(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
+                 base: str) -> Take | Merge | None:
+    """A slice of a method that merges task vectors: the base model among the sources."""
     ref = _slice_base(y, config, sl)
     if ref is None or not _same_start(y, sl):
         return None
@@ -894,43 +903,74 @@ def _task_arithmetic(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str
         return Take(names[ref])
     if ref != base:
         y.err(f"this slice's base_model {_show(ref)} is not the recipe's base model "
-              f"{_show(base)}; tailor's task arithmetic subtracts the recipe's base model",
+              f"{_show(base)}; tailor's {config.method} subtracts the recipe's base model",
               sl.node)
         return None
+    method = methods.by_mergekit(config.method)
+    assert method is not None  # _method() let only known methods through
     weights = _weights(y, config, sl, others)
-    normalize, _ = _param(y, config, sl, "normalize", None)
-    normalize = MK_NORMALIZE[config.method] if normalize is None else normalize
-    density = _density(y, config, sl, others) if config.method == "ties" else None
-    if weights is None or (config.method == "ties" and density is None):
+    values = _scalars(y, config, sl, others, method)
+    if weights is None or values is None:
         return None
-    return Merge(tuple(names[s.model] for s in others), config.method, weights,
-                 normalize=None if normalize == TAILOR_NORMALIZE[config.method] else normalize,
-                 density=None if density == 1 else density)
+    return _merge_of(method, tuple(names[s.model] for s in others),
+                     {"weights": weights, **values})
 
 
-def _density(y: _Yaml, config: _Config, sl: _Slice, others) -> float | None:
-    values = {float(_param(y, config, sl, "density", s.model)[0] or 1.0) for s in others}
-    if len(values) > 1:
-        y.err("the models of this slice have different densities; tailor's ties takes one "
-              "density per merge", sl.node)
-        return None
-    return values.pop()
+def _scalars(y: _Yaml, config: _Config, sl: _Slice, sources,
+             method: Method) -> dict[str, object] | None:
+    """The method's parameters other than the weights, with mergekit's defaults; None when
+    the sources disagree on one that tailor takes once per merge."""
+    values: dict[str, object] = {}
+    for p in method.params:
+        if p.kind == "weights" or p.mergekit is None:
+            continue
+        found = {_param(y, config, sl, p.mergekit, s.model if p.per_model else None)[0]
+                 for s in (sources if p.per_model else sources[:1])}
+        found = {p.mergekit_default if v is None else v for v in found}
+        if len(found) > 1:
+            y.err(f"the models of this slice have different {p.mergekit} values; tailor's "
+                  f"{method.name} takes one {p.name} per merge", sl.node)
+            return None
+        value = found.pop()
+        values[p.name] = float(value) if p.kind == "float" else value  # type: ignore[arg-type]
+    return values
 
 
-def _slerp(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
-           base: str) -> Merge | None:
+def _merge_of(method: Method, models: tuple[str, ...], values: dict[str, object]) -> Merge:
+    """A Merge that writes only what differs from tailor's defaults."""
+    written: dict[str, object] = {}
+    for p in method.params:
+        value = values.get(p.name, p.default)
+        if p.kind == "weights":
+            keep = p.required or any(w != 1 for w in value)  # type: ignore[union-attr]
+        else:
+            keep = p.required or value != p.default
+        written[p.name] = value if keep else None
+    fields = {k: written.pop(k, None) for k in MERGE_FIELDS}
+    return Merge(models, method.name, **fields,  # type: ignore[arg-type]
+                 params=tuple((k, v) for k, v in written.items() if v is not None))
+
+
+def _pair(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
+          base: str) -> Merge | None:
+    """A slice of a method between the slice's base model and one other (slerp)."""
     ref = _slice_base(y, config, sl)
     if ref is None or not _same_start(y, sl):
         return None
     if len(sl.sources) != 2:
-        y.err(f"slerp merges exactly two sources, got {len(sl.sources)}", sl.node)
+        y.err(f"{config.method} merges exactly two sources, got {len(sl.sources)}", sl.node)
         return None
+    method = methods.by_mergekit(config.method)
+    assert method is not None  # _method() let only known methods through
     other = next(s.model for s in sl.sources if s.model != ref)
-    t, _ = _param(y, config, sl, "t", None)
-    if t is None:
-        y.err("no t for slerp (mergekit requires one)", sl.node)
+    values = _scalars(y, config, sl, sl.sources, method)
+    if values is None:
         return None
-    return Merge((names[ref], names[other]), "slerp", t=float(t))  # type: ignore[arg-type]
+    for p in method.params:
+        if p.required and values.get(p.name) is None:
+            y.err(f"no {p.mergekit} for {config.method} (mergekit requires one)", sl.node)
+            return None
+    return _merge_of(method, (names[ref], names[other]), values)
 
 
 def _place(layers: list[tuple[ClosedOp, int]]) -> tuple[SlotDecl, ...]:
@@ -988,9 +1028,11 @@ class _Exporter:
             if op.method != method:
                 self.err(f"mergekit has one merge_method per config; this recipe merges with "
                          f"both {method} and {op.method}", op, "method")
-        if method == "slerp":
-            self.err("mergekit's slerp needs two models in every slice, so it would also slerp "
-                     "the embeddings, final norm and lm_head that tailor copies from the base "
+        if merges and methods.get(method).mergekit is None:
+            self.err(f"merge method {method} has no mergekit equivalent", merges[0], "method")
+        elif _form(method) == "pair":
+            self.err(f"mergekit's {method} needs two models in every slice, so it would also slerp "
+                     f"the embeddings, final norm and lm_head that tailor copies from the base "
                      "model", merges[0], "method")
         return method
 
@@ -1002,11 +1044,11 @@ class _Exporter:
             elif op.scale is not None:
                 self.check_scale(op)
             return
-        if op.method != method or method == "slerp":
+        if op.method != method or _form(method) == "pair":
             return  # reported once by method()
         if op.scale is not None:
             self.err("mergekit has no scale for merged layers", op, "scale")
-        if method in ("task_arithmetic", "ties") and self.base in op.models:
+        if _needs_base(method) and self.base in op.models:
             self.err(f"this {op.method} merge lists the base model '{self.base}', whose task "
                      "vector mergekit skips", op, "op")
 
@@ -1036,30 +1078,42 @@ class _Exporter:
         if isinstance(op, Take):
             return self.take_slice(op, layer, n, method)
         weights = op.weights or tuple(1.0 for _ in op.models)
-        if method == "linear":
-            params = {"normalize": False} if op.normalize is False else {}
-            return {"sources": [self.source(m, layer, n, {"weight": w})
-                                for m, w in zip(op.models, weights)], **_params(params)}
-        normalize = op.normalize if op.normalize is not None else TAILOR_NORMALIZE[op.method]
-        params = {} if normalize == MK_NORMALIZE[op.method] else {"normalize": normalize}
-        if op.method == "ties" and op.density not in (None, 1):
-            params["density"] = op.density
+        found = methods.get(op.method)
+        params = {}
+        for p in found.params:  # what differs from mergekit's defaults, in declaration order
+            value = op.param(p.name)
+            value = p.default if value is None else value
+            if p.kind != "weights" and p.mergekit is not None and value != p.mergekit_default:
+                params[p.mergekit] = value
         sources = [self.source(m, layer, n, {"weight": w}) for m, w in zip(op.models, weights)]
-        return {"sources": sources + [self.source(self.base, layer, n)], **_params(params)}
+        if found.mergekit_form == "task_vector":
+            sources.append(self.source(self.base, layer, n))
+        return {"sources": sources, **_params(params)}
 
     def take_slice(self, op: Take, layer: int, n: int, method: str) -> dict:
         params: dict = {}
         if op.scale is not None:
             params["scale"] = [{"filter": f, "value": op.scale} for f in SCALE_FILTERS] + \
                 [{"value": 1.0}]
-        if method == "linear":
+        if _form(method) == "weighted":
             params["weight"] = 1.0  # 1 * x / 1 is x, bit for bit
         out: dict = {"sources": [self.source(op.model, layer, n, params or None)]}
-        if method in ("task_arithmetic", "ties") and op.model != self.base:
+        if _needs_base(method) and op.model != self.base:
             # With no task vector (the slice's base model its only source) mergekit returns
             # the base tensor itself, bit for bit. Not base + 1 * (x - base): that rounds.
             out["base_model"] = self.path(op.model)
         return out
+
+
+def _form(method: str) -> str:
+    """How mergekit's slices say the method: 'take' (passthrough), or the registry's form."""
+    found = methods.by_mergekit(method)
+    return found.mergekit_form if found else "take"
+
+
+def _needs_base(method: str) -> bool:
+    found = methods.by_mergekit(method)
+    return found is not None and found.needs_base
 
 
 def _params(params: dict) -> dict:
@@ -1095,7 +1149,7 @@ def export_recipe(recipe: Recipe, models: Models | None = None) -> str:
 def _plain(op: Take | Merge) -> Take | Merge:
     """A linear merge of one model at weight 1 (no scale) is that model's layer, bit for bit
     (1 * x, / 1): written as a take it fits a config of any merge method."""
-    if (isinstance(op, Merge) and op.method == "linear" and len(op.models) == 1
+    if (isinstance(op, Merge) and _form(op.method) == "weighted" and len(op.models) == 1
             and op.weights in (None, (1.0,)) and op.scale is None):
         return Take(op.models[0], layer=op.layer, spans=op.spans)
     return op
@@ -1128,7 +1182,7 @@ def _with_base_ends(ex: _Exporter, slices: list[dict], method: str) -> list[dict
         return len(src) == 1 and src[0]["model"] == ex.path(ex.base) and \
             "scale" not in src[0].get("parameters", {})
 
-    params = {"weight": 1.0} if method == "linear" else None
+    params = {"weight": 1.0} if _form(method) == "weighted" else None
     out = list(slices)
     if not base_alone(out[0]):
         out.insert(0, {"sources": [ex.source(ex.base, 0, 0, params)]})
@@ -1147,4 +1201,7 @@ def _dump(recipe: Recipe, ex: _Exporter, method: str, slices: list[dict]) -> str
             config["dtype"], config["out_dtype"] = "float32", recipe.dtype
     head = ("# written by tailorc export\n"
             "# mergekit resolves relative model paths from its working directory\n")
+    if method in methods.REGISTRY and methods.get(method).seeded:
+        head += (f"# {method} drops entries at random: mergekit's result equals tailor's in "
+                 "distribution, not bit for bit\n")
     return head + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)

@@ -19,8 +19,11 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from . import methods
+from .methods import Method, Param
 from .recipe import (
     DTYPES,
+    MERGE_FIELDS,
     MERGE_METHODS,
     Choose,
     Drop,
@@ -366,34 +369,49 @@ class _Builder:
                 self.err(f"model '{m}' is listed twice in merge(...)", m)
         if not names:
             self.err("merge(...) needs at least one model", tree)
-        method = self.name_arg(kwargs, "method", MERGE_METHODS) or "linear"
-        allowed = {
-            "linear": ("weights", "normalize"),
-            "task_arithmetic": ("weights", "normalize"),
-            "ties": ("weights", "normalize", "density"),
-            "slerp": ("t",),
-        }[method]
-        self.known_kwargs(f"merge(method={method})", kwargs, allowed + ("method", "layer", "scale"))
-        weights = self.weights_arg(kwargs, len(names))
-        t = self.float_arg(kwargs, "t", 0.0, 1.0)
-        if method in ("task_arithmetic", "ties") and weights is None and "weights" not in kwargs:
-            self.err(f"merge(method={method}) needs weights=[...], one per model", tree)
-        if method == "slerp":
-            if len(names) != 2:
-                self.err(f"slerp merges exactly two models, got {len(names)}", tree)
-            if "t" not in kwargs:
-                self.err("merge(method=slerp) needs t=... between 0 and 1", tree)
+        method = methods.get(self.name_arg(kwargs, "method", MERGE_METHODS) or methods.DEFAULT)
+        self.known_kwargs(f"merge(method={method.name})", kwargs,
+                          tuple(p.name for p in method.params) + ("method", "layer", "scale"))
+        values = {p.name: self.param_arg(kwargs, p, len(names)) for p in method.params}
+        self.merge_needs(tree, method, kwargs, len(names))
+        fields = {k: values.pop(k, None) for k in MERGE_FIELDS}
         return Merge(
             models=names,
-            method=method,
-            weights=weights,
-            normalize=self.bool_arg(kwargs, "normalize"),
-            density=self.float_arg(kwargs, "density", 0.0, 1.0, open_low=True),
-            t=t,
+            method=method.name,
+            **fields,
             layer=self.int_arg(kwargs, "layer"),
             scale=self.float_arg(kwargs, "scale", 0.0, None),
+            params=tuple((k, v) for k, v in values.items() if v is not None),
             spans=spans,
         )
+
+    def merge_needs(self, tree: Tree, method: Method, kwargs: dict, count: int) -> None:
+        """The method's model count and required arguments."""
+        low, high = method.min_models, method.max_models
+        if low == high and count != low:
+            self.err(f"{method.name} merges exactly {_NUMBERS.get(low, low)} models, got {count}",
+                     tree)
+        elif count and (count < low or (high is not None and count > high)):
+            self.err(f"{method.name} merges {low} to {high or 'any number of'} models, "
+                     f"got {count}", tree)
+        for p in method.params:
+            if not p.required or p.name in kwargs:
+                continue
+            if p.kind == "weights":
+                self.err(f"merge(method={method.name}) needs weights=[...], one per model", tree)
+            else:
+                between = f" between {p.low:g} and {p.high:g}" if p.high is not None else ""
+                self.err(f"merge(method={method.name}) needs {p.name}=...{between}", tree)
+
+    def param_arg(self, kwargs: dict, p: Param, count: int) -> Value | None:
+        if p.kind == "weights":
+            return self.weights_arg(kwargs, count)
+        if p.kind == "bool":
+            return self.bool_arg(kwargs, p.name)
+        if p.kind == "int":
+            return self.int_arg(kwargs, p.name)
+        return self.float_arg(kwargs, p.name, p.low if p.low is not None else -math.inf,
+                              p.high, open_low=p.open_low)
 
     # argument values
 
@@ -516,6 +534,9 @@ class _Builder:
                 out.append(c)
                 i += 1
         return "".join(out)
+
+
+_NUMBERS = {1: "one", 2: "two", 3: "three"}
 
 
 def _clip(text: str) -> str:

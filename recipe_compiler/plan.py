@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from . import methods
 from .index import DTYPE_SIZES, FLOAT_DTYPES, RECIPE_DTYPES, ModelInfo, TensorInfo
 from .recipe import Drop, Merge, Recipe, Take
 
@@ -91,11 +92,10 @@ class Combine:
     method: str
     inputs: tuple[Read, ...]
     weights: tuple[float, ...]
-    base: Read | None  # the base model's tensor at the same source layer (task arithmetic, ties)
-    normalize: bool
-    density: float
-    t: float
+    base: Read | None  # the base model's tensor at the same source layer (methods.needs_base)
+    params: tuple[tuple[str, object], ...]  # the method's other parameters, defaults filled in
     scale: float | None = None
+    key: str = ""  # names the source tensor for seeded methods (their masks), else ""
 
 
 Expr = Union[Copy, Convert, Combine]
@@ -238,26 +238,34 @@ def _layer_expr(op: Take | Merge, suffix: str, layer: int, models: Models, base:
         return _single(op.model, models[op.model].layer(layer)[suffix], dtype, scale)
     inputs = tuple(Read.of(m, models[m].layer(layer)[suffix]) for m in op.models)
     base_read = Read.of(base.name, base.layer(layer)[suffix]) if needs_base(op) else None
-    return merge_expr(op, inputs, base_read, scale)
+    return merge_expr(op, inputs, base_read, scale, tensor_key(layer, suffix))
 
 
 def needs_base(op: Merge) -> bool:
-    """Task arithmetic and TIES work on differences from the base model's layer."""
-    return op.method in ("task_arithmetic", "ties")
+    """Whether the method works on differences from the base model's layer."""
+    return methods.get(op.method).needs_base
+
+
+def tensor_key(layer: int, suffix: str) -> str:
+    """What seeds a seeded method's masks: the source layer and the tensor within it, so
+    a merge gives the same tensor in `build` and in the search's in-memory layers."""
+    return f"{layer}:{suffix}"
 
 
 def merge_expr(op: Merge, inputs: tuple[Read, ...], base: Read | None,
-               scale: float | None) -> Combine:
+               scale: float | None, key: str = "") -> Combine:
     """A merge op with its defaults filled in (also used by the search's in-memory merges)."""
+    method = methods.get(op.method)
+    values = method.defaults(op.given(), len(op.models))
+    weights = values.pop("weights", None) or tuple(1.0 for _ in op.models)
     return Combine(
         method=op.method,
         inputs=inputs,
-        weights=op.weights or tuple(1.0 for _ in op.models),
+        weights=weights,  # type: ignore[arg-type]
         base=base,
-        normalize=op.normalize if op.normalize is not None else op.method in ("linear", "ties"),
-        density=op.density if op.density is not None else 1.0,
-        t=op.t if op.t is not None else 0.5,
+        params=tuple(values.items()),
         scale=scale,
+        key=key if method.seeded else "",
     )
 
 
@@ -421,12 +429,13 @@ def describe(expr: Expr) -> str:
     if isinstance(expr, Convert):
         scale = f" x{expr.scale:g}" if expr.scale is not None else ""
         return f"convert {expr.src.model}:{expr.src.tensor} {expr.src.dtype}{scale}"
+    method = methods.get(expr.method)
     parts = ", ".join(f"{r.model} {w:g}" for r, w in zip(expr.inputs, expr.weights))
+    if method.param("weights") is None:
+        parts = ", ".join(r.model for r in expr.inputs)
     extra = f" base={expr.base.model}" if expr.base is not None else ""
-    if expr.method == "slerp":
-        parts, extra = ", ".join(r.model for r in expr.inputs), f" t={expr.t:g}"
-    if expr.method == "ties":
-        extra += f" density={expr.density:g}"
+    values = dict(expr.params)
+    extra += "".join(f" {name}={values[name]:g}" for name in method.shown)
     scale = f" x{expr.scale:g}" if expr.scale is not None else ""
     src_layer = expr.inputs[0].tensor
     return f"{expr.method}({parts}{extra}){scale} of {src_layer}"

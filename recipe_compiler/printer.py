@@ -76,6 +76,7 @@ def format_op(op: Op) -> str:
         t=op.t,
         density=op.density,
         normalize=op.normalize,
+        **dict(op.params),
         layer=op.layer,
         scale=op.scale,
     )

@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
+from . import methods
 from .source import Span
 
-MERGE_METHODS = ("linear", "task_arithmetic", "ties", "slerp")
+MERGE_METHODS = methods.names()
+MERGE_FIELDS = ("weights", "normalize", "density", "t")  # the parameters with a field of their own
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -73,23 +75,34 @@ class Take(_Spanned):
 
 @dataclass(frozen=True, slots=True)
 class Merge(_Spanned):
-    """Merge layer `layer` (default: the slot's index) of several models.
+    """Merge layer `layer` (default: the slot's index) of several models with `method`.
 
-    linear:          sum(w_i x_i) / sum(w_i)              (unless normalize=false)
-    task_arithmetic: b + sum(w_i (x_i - b)), b = the base model's layer at the same index
-    ties:            task arithmetic with magnitude trimming to `density` and sign election
-    slerp:           spherical interpolation of two models at `t`
+    The methods and their parameters are in recipe_compiler/methods/ (docs/methods.md).
+    The parameters most methods share have fields (None: the method's default); any other
+    parameter a method declares rides in `params` as (name, value) pairs, in the order the
+    method declares them, so that equal merges compare equal.
     """
 
     models: tuple[str, ...]
-    method: str = "linear"
+    method: str = methods.DEFAULT
     weights: tuple[float, ...] | None = None
     normalize: bool | None = None
     density: float | None = None
     t: float | None = None
     layer: int | None = None
     scale: float | None = None
+    params: tuple[tuple[str, Value], ...] = ()
     spans: tuple[tuple[str, Span], ...] = field(default_factory=_spans, compare=False)
+
+    def param(self, name: str) -> Value | None:
+        """A method parameter as written (None: not written, the method's default)."""
+        if name in MERGE_FIELDS:
+            return getattr(self, name)
+        return dict(self.params).get(name)
+
+    def given(self) -> dict[str, Value | None]:
+        """Every parameter of the method, as written or None."""
+        return {p.name: self.param(p.name) for p in methods.get(self.method).params}
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,8 @@ A recipe (.tr file) names models and says what fills each layer slot:
 
 merge methods: linear (weights, normalize=true), task_arithmetic (weights; relative to the
 base model's layer at the same source index), ties (weights, density, normalize=true),
-slerp (two models, t). Every merge also takes layer= and scale=.
+slerp (two models, t), dare_linear / dare_ties (weights, density, rescale=true, seed=0;
+random drop seeded for byte-identical rebuilds). Every merge also takes layer= and scale=.
 Open slots for `tailorc evolve`: `slot 8..12 = ?` or `slot 8 = choose(drop, take(math))`,
 tuned by a `search { key = value ... }` block. Slots 0..n-1 must each be defined once; the
 output keeps the non-dropped slots in order.

@@ -34,7 +34,7 @@ from ..check import Models
 from ..evaluate import McItem, Task
 from ..evaluate.loglik import encode_pairs, encode_texts
 from ..merge import combine
-from ..plan import merge_expr, needs_base
+from ..plan import merge_expr, needs_base, tensor_key
 from ..recipe import ClosedOp, Drop, Merge, Recipe, Take
 
 FAST_ARCHES = ("llama", "mistral", "qwen2", "qwen3")
@@ -207,7 +207,8 @@ class Evaluator:
                       for m in op.models]
                 base = (dict(self._stack(self.base_name)[src].named_parameters())[suffix]
                         .float() if needs_base(op) else None)
-                value = combine(merge_expr(op, (), None, scale), xs, base)
+                value = combine(merge_expr(op, (), None, scale, tensor_key(src, suffix)), xs,
+                                base)
             param.copy_(value)
         return module
 

@@ -17,6 +17,7 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
+from .. import methods
 from ..recipe import ClosedOp, Drop, Merge, Recipe, SlotDecl, Take
 from .space import SearchSpace, SlotSpace
 
@@ -26,7 +27,7 @@ class Gene:
     drop: bool = False
     sources: tuple[str, ...] = ()  # candidate models used; () = the base's own layer
     weights: tuple[float, ...] = ()  # one per candidate in the space, in its order
-    method: str = "task_arithmetic"
+    method: str = methods.SEARCH_DEFAULT
     scale: float = 1.0
     choice: int = 0  # for choose(...) slots: index of the option
 

@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import methods
 from ..check import Models, concrete_ops, model_path
-from ..recipe import MERGE_METHODS, Choose, ClosedOp, Drop, Name, Open, Percent, Recipe, Setting
+from ..recipe import Choose, ClosedOp, Drop, Name, Open, Percent, Recipe, Setting
 from ..source import Diagnostic, did_you_mean, error
 
 
@@ -32,7 +33,7 @@ class Settings:
     limit: int = 100  # examples per task at full fidelity
     min_limit: int | None = None  # first rung of successive halving (None: one rung)
     eta: int = 2  # keep the best 1/eta at each rung
-    methods: tuple[str, ...] = ("task_arithmetic",)
+    methods: tuple[str, ...] = (methods.SEARCH_DEFAULT,)
     weight_range: tuple[float, float] = (0.0, 1.0)
     scale_range: tuple[float, float] | None = None  # None: `scale` is not searched
     objectives: tuple[str, ...] = ("score",)
@@ -177,9 +178,9 @@ def read_settings(recipe: Recipe, overrides: dict | None = None
         diags.append(error("give one size target: keep, remove or params",
                            _span_of(recipe, "keep", "remove", "params")))
     for m in values.get("methods", ()):
-        if m not in MERGE_METHODS or m == "slerp":
-            diags.append(error(f"search method '{m}' is not searchable (use linear, "
-                               "task_arithmetic or ties)", _span_of(recipe, "methods")))
+        if m not in methods.searchable():
+            diags.append(error(f"search method '{m}' is not searchable (use "
+                               f"{_either(methods.searchable())})", _span_of(recipe, "methods")))
     return Settings(**values), diags
 
 
@@ -271,3 +272,8 @@ def task_files(recipe: Recipe, settings: Settings) -> list[Path]:
         path = model_path(recipe, entry)
         files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     return files
+
+
+def _either(names: tuple[str, ...]) -> str:
+    """'a, b or c'."""
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)

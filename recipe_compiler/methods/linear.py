@@ -1,0 +1,28 @@
+"""linear: sum(w_i x_i) / sum(w_i) (without the division when normalize=false)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from . import Method
+from ._common import normalize, weights
+
+
+def formula(xs: list, base: object, p: Mapping[str, object]):
+    from ._ops import weighted_sum
+
+    w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
+    out = weighted_sum(xs, w)
+    total = sum(w)
+    return out.div_(total) if p["normalize"] and total != 0 else out
+
+
+METHOD = Method(
+    name="linear",
+    summary="sum(w_i x_i) / sum(w_i)   (no division with normalize=false)",
+    params=(weights(required=False), normalize(True)),
+    formula=formula,
+    tunable=("weights",),
+    mergekit="linear",
+    mergekit_form="weighted",
+)

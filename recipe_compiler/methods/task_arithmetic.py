@@ -1,0 +1,31 @@
+"""task_arithmetic: b + sum(w_i (x_i - b)), b the base model's layer at the same index."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from . import Method
+from ._common import TASK_VECTOR_FIXED, normalize, weights
+
+
+def formula(xs: list, base, p: Mapping[str, object]):
+    from ._ops import weighted_sum
+
+    w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
+    delta = weighted_sum((x - base for x in xs), w)
+    total = sum(w)
+    if p["normalize"] and total != 0:
+        delta.div_(total)
+    return base + delta
+
+
+METHOD = Method(
+    name="task_arithmetic",
+    summary="b + sum(w_i (x_i - b)), b = the base model's layer   (/ sum(w_i) with normalize)",
+    params=(weights(required=True), normalize(False)),
+    formula=formula,
+    needs_base=True,
+    tunable=("weights",),
+    mergekit="task_arithmetic",
+    mergekit_fixed=TASK_VECTOR_FIXED,
+)

@@ -1,0 +1,31 @@
+"""ties: task arithmetic with magnitude trimming to `density` and sum-based sign election."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from . import Method
+from ._common import DENSITY, TASK_VECTOR_FIXED, normalize, weights
+
+
+def formula(xs: list, base, p: Mapping[str, object]):
+    import torch
+
+    from ._ops import consensus, trim_magnitude
+
+    density: float = p["density"]  # type: ignore[assignment]
+    deltas = torch.stack([trim_magnitude(x - base, density) for x in xs])  # (K, *shape)
+    return base + consensus(deltas, p["weights"], bool(p["normalize"]))  # type: ignore[arg-type]
+
+
+METHOD = Method(
+    name="ties",
+    summary="b + sign-elected sum of w_i * trim(x_i - b, density)   (/ agreeing weights)",
+    params=(weights(required=True), normalize(True), DENSITY),
+    formula=formula,
+    needs_base=True,
+    tunable=("weights",),
+    shown=("density",),
+    mergekit="ties",
+    mergekit_fixed=TASK_VECTOR_FIXED[1:],
+)
