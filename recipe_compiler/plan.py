@@ -173,10 +173,6 @@ class Plan:
     def write_bytes(self) -> int:
         return sum(s.size for s in self.shards)
 
-    @property
-    def outputs(self) -> tuple[Output, ...]:
-        return tuple(t.out for t in self.tasks)
-
 
 # --- lowering --------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ workspace exactly as it was.
 from __future__ import annotations
 
 import os
-import signal
 import shutil
+import signal
 from pathlib import Path
 
 import pytest

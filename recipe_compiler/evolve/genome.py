@@ -31,9 +31,6 @@ class Gene:
     scale: float = 1.0
     choice: int = 0  # for choose(...) slots: index of the option
 
-    def key(self) -> tuple:
-        return dataclasses.astuple(self)
-
 
 Genome = list  # list[Gene], one per SlotSpace in space.slots (DEAP individuals subclass it)
 
