@@ -25,6 +25,11 @@ def check_new_file(path: Path, force: bool, inputs: list[Path] = ()) -> None:
         raise UserError(f"{path}: is a directory; give a file name")
     if path.exists() and not force:
         raise UserError(f"{path}: already exists (use --force to replace it)")
+    check_parent(path)
+
+
+def check_parent(path: Path) -> None:
+    """The nearest existing ancestor of `path` is a directory (else mkdir fails midway)."""
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..printer import format_recipe
 from .console import UserError, err, out, pick_device
-from .files import check_new_file, write_new
+from .files import check_new_file, check_parent, write_new
 
 # what `tailorc zoo` writes (trained or --random): the only names --force may delete
 ZOO_NAMES = {"base", "math", "code", "recall", "strings", "tasks", "zoo.json"}
@@ -25,6 +25,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     if args.dir.exists() and not args.dir.is_dir():
         raise UserError(f"{args.dir}: exists and is not a directory")
+    check_parent(args.dir)
     if args.dir.exists() and any(args.dir.iterdir()):
         if not args.force:
             raise UserError(f"{args.dir}: already exists and is not empty (use --force)")

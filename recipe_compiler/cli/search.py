@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .console import UserError, err, out, pick_device
+from .files import check_parent
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:
@@ -87,8 +88,4 @@ def _check_run_dir(run_dir: Path, prepared, recipe_path: Path) -> None:
         if strangers:
             raise UserError(f"{run_dir}: holds files that are not a tailor run "
                             f"({strangers[0]}); choose another -o")
-    parent = run_dir
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"{run_dir}: cannot create it under {parent}, which is not a directory")
+    check_parent(run_dir)
