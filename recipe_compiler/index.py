@@ -5,20 +5,35 @@ Produces: `ModelInfo` (architecture, layer count, every tensor's name, dtype, sh
 byte range), or `ModelError` with a one-line reason naming the file.
 
 No weight is read and nothing is unpickled: a directory holding only `*.bin`/`*.pt`
-checkpoints is refused. Headers are validated (sizes, offsets, truncation) so that the
-executor can trust them.
+checkpoints is refused. Headers are validated (sizes, offsets, truncation, packing) so that
+the executor can trust them, and config.json is validated against its architecture's
+description in arch/ (types, ranges, and agreement with the tensor shapes), so that a
+directory `load_model` accepts is one transformers' `from_pretrained` can build. Every file
+read must be a regular file inside the directory (a Hugging Face cache snapshot may link to
+its blobs).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .arch import Architecture, find_architecture, supported_names
+from .arch import (
+    Architecture,
+    common_problem,
+    expected_shape,
+    find_architecture,
+    generation_problem,
+    names_in,
+    supported_names,
+)
+from .arch.schema import kind_of, show
 
 # safetensors dtype -> bytes per element
 DTYPE_SIZES = {
@@ -28,7 +43,11 @@ DTYPE_SIZES = {
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 RECIPE_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+MAX_JSON = 16 * 1024 * 1024  # config.json and the shard index; real ones are kilobytes
+MAX_DEPTH = 64  # real configs nest 3 deep; deeper only risks recursion in readers
+MAX_DIM = 2**62  # a shape dimension the safetensors library can multiply without overflow
+INDEX = "model.safetensors.index.json"
 
 
 class ModelError(Exception):
@@ -94,48 +113,72 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             if n > MAX_HEADER or 8 + n > size:
                 raise ModelError(f"{path}: corrupt safetensors header (claims {n} bytes; "
                                  f"file has {size}); the file may be truncated")
-            header = json.loads(f.read(n))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ModelError(f"{path}: corrupt safetensors header ({exc})") from None
+            header = _parse_json(f.read(n).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ModelError(f"{path}: corrupt safetensors header ({_reason(exc)})") from None
     except OSError as exc:
         raise ModelError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(header, dict):
         raise ModelError(f"{path}: corrupt safetensors header (not a JSON object)")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", {})
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise ModelError(f"{path}: corrupt safetensors header (__metadata__ is {show(metadata)}; "
+                         "expected an object of strings)")
     data_start, data_size = 8 + n, size - 8 - n
     tensors = {name: _tensor_info(path, name, entry, data_start, data_size)
                for name, entry in header.items()}
-    _check_no_overlap(path, tensors)
+    _check_packed(path, tensors, data_start, size)
     return tensors
 
 
+def _quoted(name: str | None) -> str:
+    """'model.norm.weight'; a name that would break the one-line message is escaped."""
+    if name is not None and name.isprintable() and len(name) <= 200:
+        return f"'{name}'"
+    return show(name, 200)
+
+
+def _whole(value: object, high: int = MAX_DIM) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
+
+
 def _tensor_info(path: Path, name: str, entry: object, start: int, size: int) -> TensorInfo:
-    bad = f"{path}: corrupt safetensors header: tensor '{name}'"
-    if not isinstance(entry, dict) or entry.get("dtype") not in DTYPE_SIZES:
-        raise ModelError(f"{bad} has no known dtype")
+    bad = f"{path}: corrupt safetensors header: tensor {_quoted(name)}"
+    dtype = entry.get("dtype") if isinstance(entry, dict) else None
+    if not (isinstance(dtype, str) and dtype in DTYPE_SIZES):
+        raise ModelError(f"{bad} has no known dtype ({show(dtype)})")
     shape, offsets = entry.get("shape"), entry.get("data_offsets")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise ModelError(f"{bad} has a malformed shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2
-            and all(isinstance(o, int) and o >= 0 for o in offsets) and offsets[0] <= offsets[1]):
-        raise ModelError(f"{bad} has malformed data_offsets {offsets!r}")
+    if not (isinstance(shape, list) and all(_whole(d) for d in shape)):
+        raise ModelError(f"{bad} has a malformed shape {show(shape)}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_whole(o) for o in offsets)
+            and offsets[0] <= offsets[1]):
+        raise ModelError(f"{bad} has malformed data_offsets {show(offsets)}")
     begin, end = offsets
-    expected = math.prod(shape) * DTYPE_SIZES[entry["dtype"]]
+    expected = math.prod(shape) * DTYPE_SIZES[dtype]
     if end - begin != expected:
         raise ModelError(f"{bad} spans {end - begin} bytes but its shape {shape} and dtype "
-                         f"{entry['dtype']} need {expected}")
+                         f"{dtype} need {expected}")
     if end > size:
-        raise ModelError(f"{path}: truncated: tensor '{name}' ends at byte {end} of the data "
-                         f"section, which has only {size} bytes")
-    return TensorInfo(name, entry["dtype"], tuple(shape), str(path), start + begin, start + end)
+        raise ModelError(f"{path}: truncated: tensor {_quoted(name)} ends at byte {end} of "
+                         f"the data section, which has only {size} bytes")
+    return TensorInfo(name, dtype, tuple(shape), str(path), start + begin, start + end)
 
 
-def _check_no_overlap(path: Path, tensors: dict[str, TensorInfo]) -> None:
-    spans = sorted((t.begin, t.end, t.name) for t in tensors.values() if t.end > t.begin)
-    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
-        if begin_b < end_a:
-            raise ModelError(f"{path}: corrupt safetensors header: tensors '{a}' and '{b}' "
-                             "overlap")
+def _check_packed(path: Path, tensors: dict[str, TensorInfo], start: int, size: int) -> None:
+    """Tensors back to back from the end of the header to the end of the file, as the
+    safetensors library (and so transformers) insists."""
+    at, previous = start, None
+    for begin, end, name in sorted((t.begin, t.end, t.name) for t in tensors.values()):
+        if begin < at:
+            raise ModelError(f"{path}: corrupt safetensors header: tensors {_quoted(previous)} and "
+                             f"{_quoted(name)} overlap")
+        if begin > at:
+            raise ModelError(f"{path}: corrupt safetensors header: {begin - at} bytes before "
+                             f"tensor {_quoted(name)} belong to no tensor")
+        at, previous = end, name
+    if at != size:
+        raise ModelError(f"{path}: corrupt safetensors file: its last {size - at} bytes belong "
+                         "to no tensor in the header")
 
 
 def _file_size(path: Path) -> int:
@@ -145,25 +188,115 @@ def _file_size(path: Path) -> int:
         raise ModelError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def _weight_files(path: Path) -> list[Path]:
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            names = sorted(set(weight_map.values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            raise ModelError(f"{index}: not a valid safetensors index (no weight_map)") from None
-        if not all(isinstance(n, str) and n and Path(n).name == n for n in names):
-            raise ModelError(f"{index}: weight_map names a file outside {path}")
-        files = [path / n for n in names]
+# --- JSON files: config.json and the shard index -----------------------------------------
+
+
+def read_json(path: Path, root: Path) -> dict:
+    """A JSON object from a small file inside model directory `root`."""
+    size = _regular_inside(path, root).st_size
+    if size > MAX_JSON:
+        raise ModelError(f"{path}: {size} bytes; expected a JSON file under {MAX_JSON} bytes")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror})") from None
+    if raw.startswith(codecs.BOM_UTF8):
+        raise ModelError(f"{path}: starts with a UTF-8 byte order mark, which transformers "
+                         "cannot read; save the file without one")
+    if not raw.strip():
+        raise ModelError(f"{path}: empty; expected a JSON object")
+    try:
+        value = _parse_json(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({_reason(exc)})") from None
+    if not isinstance(value, dict):
+        found = "null" if value is None else kind_of(value)
+        raise ModelError(f"{path}: holds {found}; expected a JSON object {{...}}")
+    return value
+
+
+def _parse_json(text: str) -> object:
+    value = json.loads(text)
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
+    return value
+
+
+def _depth(value: object) -> int:
+    """How deeply lists and objects nest, without recursion; stops counting past MAX_DEPTH."""
+    deepest, stack = 0, [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack and deepest <= MAX_DEPTH:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return f"nested more than {MAX_DEPTH} levels deep"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text: byte {exc.start}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _regular_inside(f: Path, root: Path) -> os.stat_result:
+    """Refuse a file that is missing, not a regular file (a FIFO would block, a device never
+    end), or a link out of the model directory."""
+    try:
+        st = os.stat(f)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ModelError(f"{f}: cannot read ({reason})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{f}: not a regular file")
+    if f.is_symlink():
+        target, home = f.resolve(), root.resolve()
+        in_cache = home.parent.name == "snapshots" and target.is_relative_to(
+            home.parent.parent / "blobs")  # ~/.cache/huggingface/hub/models--x/snapshots/rev
+        if not (target.is_relative_to(home) or in_cache):
+            raise ModelError(f"{f}: a link to {target}, outside the model directory {root}")
+    return st
+
+
+def _weight_map(path: Path) -> dict[str, str] | None:
+    """The shard index's tensor -> file map, or None when there is no index."""
+    index = path / INDEX
+    if not os.path.lexists(index):
+        return None
+    weight_map = read_json(index, path).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelError(f"{index}: not a valid safetensors index: weight_map is "
+                         f"{show(weight_map)}; expected an object from tensor names to files")
+    for t_name, file in weight_map.items():
+        if not isinstance(file, str):
+            raise ModelError(f"{index}: weight_map[{show(t_name)}] is {show(file)}; expected "
+                             "a file name")
+        if file in ("", ".", "..") or "/" in file or "\\" in file:
+            raise ModelError(f"{index}: weight_map names {show(file)}, a file outside {path}; "
+                             "expected a file name in that directory")
+        if not file.isprintable():
+            raise ModelError(f"{index}: weight_map names {show(file)}; expected a plain file "
+                             "name (no control characters)")
+        if not file.endswith(".safetensors"):
+            raise ModelError(f"{index}: weight_map names {show(file)}; expected a "
+                             ".safetensors file (tailor never reads other weight formats)")
+    return weight_map
+
+
+def _weight_files(path: Path, weight_map: dict[str, str] | None) -> list[Path]:
+    if weight_map is not None:
+        files = [path / n for n in sorted(set(weight_map.values()))]
         for f in files:
-            if not f.exists():
-                raise ModelError(f"{f}: missing (named by {index.name})")
-        return files
-    single = path / "model.safetensors"
-    if single.exists():
-        return [single]
-    files = sorted(path.glob("*.safetensors"))
+            if not os.path.lexists(f):
+                raise ModelError(f"{f}: missing (named by {INDEX})")
+    elif os.path.lexists(single := path / "model.safetensors"):
+        files = [single]
+    else:
+        files = sorted(path.glob("*.safetensors"))
+    for f in files:
+        _regular_inside(f, path)
     if files:
         return files
     pickles = sorted(p.name for pat in PICKLE_PATTERNS for p in path.glob(pat))
@@ -175,62 +308,82 @@ def _weight_files(path: Path) -> list[Path]:
     raise ModelError(f"{path}: no *.safetensors weights found")
 
 
-def _read_config(path: Path) -> dict:
+def _read_config(path: Path) -> tuple[dict, Architecture]:
     cfg = path / "config.json"
-    if not cfg.exists():
+    if not os.path.lexists(cfg):
         raise ModelError(f"{cfg}: missing (not a Hugging Face checkpoint directory?)")
-    try:
-        config = json.loads(cfg.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{cfg}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{cfg}: not a JSON object")
-    return config
+    config = read_json(cfg, path)
+    if problem := common_problem(config):
+        raise ModelError(f"{cfg}: {problem}")
+    arch = find_architecture(config)
+    if arch is None:
+        raise ModelError(f"{cfg}: unsupported architecture {', '.join(config['architectures'])} "
+                         f"(supported: {', '.join(supported_names())})")
+    if problem := arch.config_problem(config):
+        raise ModelError(f"{cfg}: {problem}")
+    generation = path / "generation_config.json"  # from_pretrained reads it too
+    if os.path.lexists(generation) and (problem := generation_problem(read_json(generation,
+                                                                                path))):
+        raise ModelError(f"{generation}: {problem}")
+    return config, arch
 
 
 def load_model(name: str, path: Path) -> ModelInfo:
+    if "\0" in str(path):
+        raise ModelError(f"{str(path)!r}: not a usable path (it holds a NUL character)")
     if not path.exists():
         raise ModelError(f"{path}: no such directory")
     if not path.is_dir():
         raise ModelError(f"{path}: not a directory (a model is a Hugging Face checkpoint dir)")
-    config = _read_config(path)
-    arch = find_architecture(config)
-    if arch is None:
-        got = ", ".join(config.get("architectures") or ["(none)"])
-        raise ModelError(f"{path / 'config.json'}: unsupported architecture {got} "
-                         f"(supported: {', '.join(supported_names())})")
-    files = _weight_files(path)
+    config, arch = _read_config(path)
+    weight_map = _weight_map(path)
+    files = _weight_files(path, weight_map)
     tensors: dict[str, TensorInfo] = {}
     for f in files:
         for t_name, info in read_header(f).items():
             if t_name in tensors:
-                raise ModelError(f"{f}: tensor '{t_name}' also appears in "
+                raise ModelError(f"{f}: tensor {_quoted(t_name)} also appears in "
                                  f"{Path(tensors[t_name].file).name}")
             tensors[t_name] = info
-    _check_index_agrees(path, tensors)
+    if weight_map is not None:
+        _check_index_agrees(path, weight_map, tensors)
     layers = _split_layers(path, arch, config, tensors)
+    _check_shapes(path, arch, config, tensors, layers)
     return ModelInfo(name, path, arch, config, len(layers), tensors, tuple(map(str, files)),
                      layers)
 
 
-def _check_index_agrees(path: Path, tensors: dict[str, TensorInfo]) -> None:
-    index = path / "model.safetensors.index.json"
-    if not index.exists():
-        return
-    weight_map = json.loads(index.read_text())["weight_map"]
+def _check_index_agrees(path: Path, weight_map: dict[str, str],
+                        tensors: dict[str, TensorInfo]) -> None:
     for t_name, file in weight_map.items():
         info = tensors.get(t_name)
         if info is None or Path(info.file).name != file:
-            raise ModelError(f"{path / file}: does not contain tensor '{t_name}' "
-                             f"that {index.name} places there")
+            raise ModelError(f"{path / file}: does not contain tensor {_quoted(t_name)} "
+                             f"that {INDEX} places there")
+
+
+def _check_shapes(path: Path, arch: Architecture, config: dict, tensors: dict[str, TensorInfo],
+                  layers: tuple[dict[str, TensorInfo], ...]) -> None:
+    """Every tensor the architecture describes has the shape its config implies, so that
+    transformers can load it into the model the config builds."""
+    values = arch.dimensions(config)
+    specs = [(dims, [tensors.get(name)]) for name, dims in arch.shapes]
+    specs += [(dims, [layer.get(suffix) for layer in layers]) for suffix, dims in arch.layer_shapes]
+    for dims, found in specs:
+        want = expected_shape(dims, values)
+        for t in found:
+            if want is not None and t is not None and t.shape != want:
+                keys = dict.fromkeys(k for d in dims for k in names_in(d))
+                given = ", ".join(f"{k}={values[k]}" + ("" if config.get(k) is not None
+                                                         else " (by default)") for k in keys)
+                raise ModelError(f"{path / 'config.json'}: {given} give tensor "
+                                 f"{_quoted(t.name)} the shape {list(want)}, but "
+                                 f"{Path(t.file).name} has {list(t.shape)}")
 
 
 def _split_layers(path: Path, arch: Architecture, config: dict,
                   tensors: dict[str, TensorInfo]) -> tuple[dict[str, TensorInfo], ...]:
-    declared = config.get(arch.num_layers_key)
-    if not isinstance(declared, int) or declared < 0:
-        raise ModelError(f"{path / 'config.json'}: '{arch.num_layers_key}' is missing or "
-                         "not a whole number")
+    declared = config[arch.num_layers_key]  # a whole number from 1 to 10000 (arch schema)
     by_layer: dict[int, dict[str, TensorInfo]] = {}
     for t_name, info in tensors.items():
         split = arch.split(t_name)
@@ -245,7 +398,7 @@ def _split_layers(path: Path, arch: Architecture, config: dict,
         if layer.keys() != layers[0].keys():
             diff = sorted(layer.keys() ^ layers[0].keys())[0]
             raise ModelError(f"{path}: layer {i} does not have the same tensors as layer 0 "
-                             f"(differs in '{diff}')")
+                             f"(differs in {_quoted(diff)})")
     return layers
 
 
