@@ -251,3 +251,34 @@ def test_bad_flag_values_are_usage_errors_not_bugs(argv):
     with pytest.raises(SystemExit) as exc:
         main(list(argv))
     assert exc.value.code == 1
+
+
+def test_export_says_each_problem_once_and_rewrites_take_exactly(family_root, tmp_path, capsys):
+    (tmp_path / "fam").symlink_to(family_root / "fam")
+    bad = write(tmp_path / "bad.tr", """model base = "fam/base"
+model math = "fam/math"
+slot 0..4 = merge(base, math, weights=[0.5, 0.5], method=task_arithmetic, scale=0.5)
+slot 4..8 = merge(base, math, weights=[0.5, 0.5], method=linear, scale=0.5)
+""")
+    code, _, err = run(capsys, "export", bad, "--to", "mergekit")
+    headers = [line for line in err.splitlines() if ": error: " in line]
+    assert code == 1 and len(headers) == len(set(headers)) <= 3  # not once per slot (8)
+    good = write(tmp_path / "good.tr", """model base = "fam/base"
+model math = "fam/math"
+slot 0..4 = merge(base, math, weights=[0.5, 0.5], method=task_arithmetic)
+slot 4..8 = take(math)
+""")
+    code, out, _ = run(capsys, "export", good, "--to", "mergekit")
+    assert code == 0 and "base_model: fam/math" in out  # take(math) as a slice based on math
+
+
+def test_import_writes_the_compact_form_with_the_configs_name(tmp_path, capsys):
+    config = write(tmp_path / "pruned.yml", """name: tiny-pruned
+slices:
+  - sources: [{model: fam/base, layer_range: [0, 5]}]
+  - sources: [{model: fam/base, layer_range: [7, 8]}]
+merge_method: passthrough
+""")
+    code, out, _ = run(capsys, "import", config)
+    assert code == 0 and 'name = "tiny-pruned"' in out
+    assert "slot 0..5 = take(base)" in out and "slot 5..7 = drop" in out and "layer=" not in out
