@@ -265,7 +265,8 @@ slot 4..8 = merge(base, math, weights=[0.5, 0.5], method=linear, scale=0.5)
     assert code == 1 and len(headers) == len(set(headers)) <= 3  # not once per slot (8)
     good = write(tmp_path / "good.tr", """model base = "fam/base"
 model math = "fam/math"
-slot 0..4 = merge(base, math, weights=[0.5, 0.5], method=task_arithmetic)
+model code = "fam/code"
+slot 0..4 = merge(math, code, weights=[0.5, 0.5], method=task_arithmetic)
 slot 4..8 = take(math)
 """)
     code, out, _ = run(capsys, "export", good, "--to", "mergekit")
