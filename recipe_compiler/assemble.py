@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .check import Models
 from .frontdoor import load_checked
+from .index import Models
 from .plan import lower
 from .recipe import Recipe
 

@@ -9,21 +9,21 @@ all problems are found and reported together. No weight is read here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 from . import methods
-from .index import ModelError, ModelInfo, load_model
-from .recipe import Choose, ClosedOp, Drop, Merge, Op, Open, Recipe, SlotDecl, Take
+from .index import ModelError, ModelInfo, Models, load_model
+from .recipe import (
+    ClosedOp,
+    Drop,
+    Merge,
+    Op,
+    Open,
+    Recipe,
+    SlotDecl,
+    concrete_ops,
+    model_path,
+    op_models,
+)
 from .source import Diagnostic, Span, did_you_mean, error, warning
-
-Models = dict[str, ModelInfo]
-
-
-def model_path(recipe: Recipe, path: str) -> Path:
-    """Model paths are relative to the recipe file, like includes in a build file."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else Path(recipe.path).parent / p
 
 
 def load_models(recipe: Recipe) -> tuple[Models, list[Diagnostic]]:
@@ -37,20 +37,6 @@ def load_models(recipe: Recipe) -> tuple[Models, list[Diagnostic]]:
         except ModelError as exc:
             diags.append(error(f"model '{decl.name}': {exc}", decl.path_span))
     return models, diags
-
-
-def concrete_ops(op: Op) -> Iterator[ClosedOp]:
-    """The operations a slot may end up with: itself, or each option of a choose."""
-    if isinstance(op, Choose):
-        yield from (o for o in op.options if isinstance(o, (Drop, Take, Merge)))
-    elif not isinstance(op, Open):
-        yield op
-
-
-def op_models(op: ClosedOp) -> tuple[str, ...]:
-    if isinstance(op, Take):
-        return (op.model,)
-    return op.models if isinstance(op, Merge) else ()
 
 
 # --- rules that need no model files -------------------------------------------------

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .check import Models, load_and_check
+from .check import load_and_check
+from .index import Models
 from .parser import parse_partial, read_source
 from .recipe import Recipe
 from .source import Diagnostic, RecipeError, Source

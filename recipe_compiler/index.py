@@ -328,6 +328,10 @@ def _read_config(path: Path) -> tuple[dict, Architecture]:
     return config, arch
 
 
+
+# the models a recipe names, by name, as checked: what check, plan, build and search share
+Models = dict[str, ModelInfo]
+
 def load_model(name: str, path: Path) -> ModelInfo:
     if "\0" in str(path):
         raise ModelError(f"{str(path)!r}: not a usable path (it holds a NUL character)")

@@ -19,11 +19,10 @@ import shutil
 from pathlib import Path
 
 from .card import hub_id, model_card
-from .check import model_path
 from .execute import ProgressFn, WarnFn, execute
 from .plan import BuildError, Plan
 from .printer import format_recipe
-from .recipe import Recipe
+from .recipe import Recipe, model_path
 
 TMP_TAG = ".tailor-tmp-"
 OLD_TAG = ".tailor-old-"

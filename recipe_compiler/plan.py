@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Union
 
 from . import methods
-from .index import DTYPE_SIZES, FLOAT_DTYPES, RECIPE_DTYPES, ModelInfo, TensorInfo
+from .index import DTYPE_SIZES, FLOAT_DTYPES, RECIPE_DTYPES, ModelInfo, Models, TensorInfo
 from .recipe import Drop, Merge, Recipe, Take
-
-Models = dict[str, ModelInfo]
 
 
 class BuildError(Exception):

@@ -11,7 +11,9 @@ so that `tailorc fmt` keeps them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Union
 
 from . import methods
@@ -198,3 +200,26 @@ class Recipe:
 
     def open_slots(self) -> tuple[SlotDecl, ...]:
         return tuple(d for d in self.slots if isinstance(d.op, (Open, Choose)))
+
+
+# --- queries on the IR -------------------------------------------------------------------
+
+
+def concrete_ops(op: Op) -> Iterator[ClosedOp]:
+    """The operations a slot may end up with: itself, or each option of a choose."""
+    if isinstance(op, Choose):
+        yield from (o for o in op.options if isinstance(o, (Drop, Take, Merge)))
+    elif not isinstance(op, Open):
+        yield op
+
+
+def op_models(op: ClosedOp) -> tuple[str, ...]:
+    if isinstance(op, Take):
+        return (op.model,)
+    return op.models if isinstance(op, Merge) else ()
+
+
+def model_path(recipe: Recipe, path: str) -> Path:
+    """Model paths are relative to the recipe file, like includes in a build file."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(recipe.path).parent / p

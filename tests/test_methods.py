@@ -75,7 +75,9 @@ def test_registry_imports_no_torch():
 
 
 STAGES = ("parser.py", "check.py", "plan.py", "merge.py", "execute.py", "printer.py",
-          "mergekit.py", "recipe.py", "evolve/fitness.py", "evolve/space.py")
+          "mergekit/common.py", "mergekit/config.py", "mergekit/parameters.py",
+          "mergekit/importer.py", "mergekit/exporter.py", "recipe.py", "evolve/fitness.py",
+          "evolve/space.py")
 
 
 @pytest.mark.parametrize("stage", STAGES)

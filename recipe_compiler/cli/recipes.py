@@ -14,11 +14,10 @@ from pathlib import Path
 from rich.table import Table
 
 from .. import frontdoor
-from ..check import concrete_ops, op_models
 from ..parser import parse, read_source
 from ..plan import size_change
 from ..printer import format_op, format_recipe
-from ..recipe import Choose, Drop, Open
+from ..recipe import Choose, Drop, Open, concrete_ops, op_models
 from ..source import Diagnostic, RecipeError, Source, render_all
 from .console import UserError, err, out, pick_device
 from .files import write_new

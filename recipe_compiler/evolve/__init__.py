@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..check import Models
 from ..frontdoor import load
+from ..index import Models
 from ..recipe import Recipe
 from ..source import Diagnostic, RecipeError
 from .space import SearchSpace, Settings, build_space, read_settings, rungs, task_files

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..check import Models
 from ..evaluate import McItem, Task
 from ..evaluate.loglik import encode_pairs, encode_texts
+from ..index import Models
 from ..merge import combine
 from ..plan import merge_expr, needs_base, tensor_key
 from ..recipe import ClosedOp, Drop, Merge, Recipe, Take

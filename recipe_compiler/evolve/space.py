@@ -13,8 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import methods
-from ..check import Models, concrete_ops, model_path
-from ..recipe import Choose, ClosedOp, Drop, Name, Open, Percent, Recipe, Setting
+from ..index import Models
+from ..recipe import (
+    Choose,
+    ClosedOp,
+    Drop,
+    Name,
+    Open,
+    Percent,
+    Recipe,
+    Setting,
+    concrete_ops,
+    model_path,
+)
 from ..source import Diagnostic, did_you_mean, error
 
 

@@ -1,0 +1,73 @@
+"""Convert between mergekit YAML configs and tailor recipes, exactly or not at all.
+
+Consumes: mergekit config text (`import_config`), or a `Recipe` and optionally its models'
+`ModelInfo` (`export_recipe`).
+Produces: a `Recipe` that builds the same tensors as `mergekit-yaml` would, or mergekit YAML
+that builds the same tensors as `tailorc build` would. Anything one side cannot say exactly
+is a `RecipeError` pointing at the YAML key (line and column from PyYAML's node marks) or at
+the recipe token, never an approximation.
+
+Three facts of mergekit (0.1.x, `mergekit/plan.py`, `config.py`, `merge_methods/`) shape the
+mapping:
+- `layer_range: [a, b]` is half-open; a slice of n layers makes n output layers, output
+  layer k of the slice reading layer `a_j + k` of each source j.
+- the embeddings are merged over the FIRST slice's sources and the final norm and lm_head
+  over the LAST slice's, with the config's one merge method; tailor copies all three from
+  its base model, so both end slices must reduce to one model's tensors unchanged.
+- parameters resolve per tensor through source -> slice -> top-level `parameters`, and
+  `filter` entries match substrings of tensor names; mergekit's scalar `scale` multiplies
+  every tensor of a layer, while tailor's multiplies only the output projections.
+
+A config is untrusted text: it is read within limits (size, nesting, nodes reached through
+aliases, layer indices) checked before anything iterates over it, every number is checked
+finite and in range before use, and every problem, a limit passed included, is a positioned
+diagnostic (found by tests/test_fuzz_mergekit.py).
+
+The package: `yaml_nodes` reads the text into positioned nodes within those limits;
+`config`, `parameters` and `importer` turn them into a `Recipe`; `exporter` writes a
+`Recipe` as YAML; `common` holds what both directions know of mergekit.
+"""
+
+from .common import (
+    BOOL_PARAMETERS,
+    END_TENSORS,
+    KEYWORDS,
+    LAYER_TENSOR,
+    METHODS,
+    PARAMETERS,
+    PROJ_TENSOR,
+    REFUSED_KEYS,
+    SCALE_FILTERS,
+    TOP_KEYS,
+)
+from .exporter import export_recipe
+from .importer import import_config
+from .yaml_nodes import (
+    MAX_ALIASED_NODES,
+    MAX_CHARS,
+    MAX_DEPTH,
+    MAX_ERRORS,
+    MAX_NODES,
+    MERGE_TAG,
+)
+
+__all__ = [
+    "BOOL_PARAMETERS",
+    "END_TENSORS",
+    "KEYWORDS",
+    "LAYER_TENSOR",
+    "MAX_ALIASED_NODES",
+    "MAX_CHARS",
+    "MAX_DEPTH",
+    "MAX_ERRORS",
+    "MAX_NODES",
+    "MERGE_TAG",
+    "METHODS",
+    "PARAMETERS",
+    "PROJ_TENSOR",
+    "REFUSED_KEYS",
+    "SCALE_FILTERS",
+    "TOP_KEYS",
+    "export_recipe",
+    "import_config",
+]
