@@ -251,7 +251,7 @@ class Search:
             return None
         state = _read_state(self.state_path)
         if state.get("version") != STATE_VERSION or state.get("fingerprint") != self.fingerprint():
-            raise ValueError(f"{self.state_path}: saved by a different recipe or settings; "
+            raise StateError(f"{self.state_path}: saved by a different recipe or settings; "
                              "remove it or run without --resume")
         try:
             pop = [self._unpack(p) for p in state["population"]]
@@ -259,7 +259,7 @@ class Search:
             version, internal, gauss = state["random"]
             random.setstate((version, tuple(internal), gauss))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{self.state_path}: not a state this version of tailor wrote "
+            raise StateError(f"{self.state_path}: not a state this version of tailor wrote "
                              f"({exc!r}); remove it or run without --resume") from None
         hof = tools.ParetoFront() if self.multi else tools.HallOfFame(
             max(1, self.settings.elite))
@@ -271,15 +271,19 @@ class Search:
         return pop, hof, state["generation"] + 1
 
 
+class StateError(ValueError):
+    """A saved state that cannot be resumed (unreadable, or another recipe's); one line."""
+
+
 def _read_state(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             state = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"{path}: cannot read the saved state ({type(exc).__name__}); remove "
+        raise StateError(f"{path}: cannot read the saved state ({type(exc).__name__}); remove "
                          "it or run without --resume") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a saved search state; remove it or run without --resume")
+        raise StateError(f"{path}: not a saved search state; remove it or run without --resume")
     return state
 
 

@@ -1,0 +1,196 @@
+"""A search session: prepare a recipe's space, score candidates, run, write the run.
+
+Consumes: a recipe path and flag overrides (`prepare`), then the run's options (`evolve`).
+Produces: `Prepared` (recipe, models, search space), evaluators in this process, worker
+processes or Ray actors (`make_evaluator`, `LocalMap`), the warm-start heuristics, and the
+run directory. Problems the user can fix are `RecipeError` (the recipe) or `EvolveError`
+(tasks, a state file that cannot be resumed), one line each.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..frontdoor import load
+from ..index import Models
+from ..recipe import Recipe
+from ..source import Diagnostic, RecipeError
+from .space import SearchSpace, build_space, read_settings, rungs, task_files
+
+
+class EvolveError(Exception):
+    """A problem with the run itself (tasks, state file); one line, exit 1."""
+
+
+@dataclass
+class Prepared:
+    recipe: Recipe
+    models: Models
+    space: SearchSpace
+
+
+def prepare(recipe_path: Path, overrides: dict) -> Prepared:
+    loaded = load(recipe_path)
+    recipe, models = loaded.recipe, loaded.models
+    settings, diags = read_settings(recipe, overrides)
+    if not loaded.errors and not _errors(diags):
+        space, more = build_space(recipe, models, settings)
+        diags += more
+    loaded.raise_errors(diags)
+    if not settings.tasks:
+        raise RecipeError([_no_tasks(recipe)], loaded.source)
+    return Prepared(recipe, models, space)
+
+
+def _errors(diags: list[Diagnostic]) -> list[Diagnostic]:
+    return [d for d in diags if d.severity == "error"]
+
+
+def _no_tasks(recipe: Recipe) -> Diagnostic:
+    from ..source import error
+
+    span = next((s.span for s in recipe.search or ()), None)
+    return error("no tasks to score candidates on; add e.g. tasks = \"../zoo/tasks/val\" "
+                 "to the search block (or pass --tasks)", span)
+
+
+def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
+    from transformers import AutoTokenizer
+
+    from ..evaluate import TaskError, load_task
+    from .fitness import Evaluator
+
+    s = p.space.settings
+    try:
+        tasks = [load_task(f) for f in task_files(p.recipe, s)]
+    except (TaskError, OSError) as exc:
+        raise EvolveError(str(exc)) from None
+    if not tasks:
+        raise EvolveError(f"no task files found in {', '.join(s.tasks)}")
+    if s.task_weights and len(s.task_weights) != len(tasks):
+        raise EvolveError(f"task_weights has {len(s.task_weights)} values for {len(tasks)} "
+                          f"tasks ({', '.join(t.name for t in tasks)})")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(p.models[p.space.base].path)
+        return Evaluator(p.recipe, p.models, tasks, tokenizer, weights=s.task_weights,
+                         device=device, batch_size=s.batch_size, rungs=rungs(s), caches=caches)
+    except (OSError, ValueError) as exc:  # no tokenizer, an architecture the search can't run
+        raise EvolveError(str(exc).strip().splitlines()[0]) from None
+
+
+# --- worker processes (`--workers N`) --------------------------------------------------
+
+_WORKER = None
+
+
+def _init_worker(recipe_path: str, overrides: dict, device: str, threads: int,
+                 caches: bool) -> None:
+    import torch
+
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = make_evaluator(prepare(Path(recipe_path), overrides), device=device,
+                             caches=caches)
+
+
+def _score_remote(job: tuple[Recipe, int]) -> dict[str, float]:
+    recipe, rung = job
+    return _WORKER.scores(recipe, rung)
+
+
+class LocalMap:
+    """Scores candidates in this process (the default) or in N worker processes, each of
+    which loads the models once and keeps its caches for the whole run."""
+
+    def __init__(self, evaluator, workers: int = 0, init_args: tuple = ()):
+        self.evaluator, self.pool = evaluator, None
+        if workers > 1:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=init_args)
+
+    def __call__(self, recipes: list[Recipe], rung: int) -> list[dict[str, float]]:
+        if self.pool is not None:
+            return self.pool.map(_score_remote, [(r, rung) for r in recipes], chunksize=1)
+        return [self.evaluator.scores(r, rung) for r in recipes]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def warm_starts(evaluator, space: SearchSpace, samples: int = 32) -> dict[str, set[int]]:
+    """Cheap pruning heuristics on the base (`tailorc prune`'s block influence and angular
+    distance, on the search's own task texts, and drop-last): their drops seed generation 0."""
+    from ..evaluate import McItem
+    from ..prune import choose_drops, encode
+
+    n = space.slot_count - space.target_kept
+    if n <= 0 or space.slot_count != len(evaluator._stack(space.base)):
+        return {}
+    texts = [it.context + it.choices[it.gold] if isinstance(it, McItem) else it.prompt + it.answer
+             for task in evaluator.tasks for it in task.items[:samples]]
+    model = evaluator.hf[space.base]
+    batch = encode(evaluator.tokenizer, texts, model.config.max_position_embeddings,
+                   evaluator.device)
+    arch = evaluator.arch
+    return {"block-influence": choose_drops("block-influence", model, arch, batch, n)[0],
+            "angular": choose_drops("angular", model, arch, batch, n)[0],
+            "drop-last": set(range(space.slot_count - n, space.slot_count))}
+
+
+def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
+           device: str = "cpu", threads: int | None = None, caches: bool = True,
+           resume: bool = False, recipe_path: Path | None = None, overrides: dict | None = None,
+           on_generation: Callable | None = None, ray_address: str | None = None):
+    """Run the search; write the run directory; return (best, pareto front, history)."""
+    from .report import write_outputs
+    from .run import Search, StateError
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    evaluator = make_evaluator(p, device=device, caches=caches)
+    heuristics = warm_starts(evaluator, p.space)
+    init = (str(recipe_path), overrides or {}, device, threads or 1, caches)
+    score_map = _score_map(evaluator, workers, init, ray_address)
+    search = Search(p.space, score_map, evaluator.fitness, warm=list(heuristics.values()),
+                    state_path=str(run_dir / "state.json"), on_generation=on_generation,
+                    extra_stats=lambda: _cache_stats(evaluator, score_map))
+    try:
+        pop, hof = search.run(resume=resume)
+    except StateError as exc:  # only the saved state's problems are the user's to fix
+        raise EvolveError(str(exc)) from None
+    finally:
+        score_map.close()
+    return write_outputs(p, search, pop, hof, run_dir, command=command, heuristics=heuristics)
+
+
+def _score_map(evaluator, workers: int, init: tuple, ray_address: str | None):
+    """In-process or local processes (LocalMap), or a Ray cluster (`--ray auto|ADDRESS`:
+    `workers` actors, 0 = one per CPU/GPU of the cluster)."""
+    if not ray_address:
+        return LocalMap(evaluator, workers, init)
+    from .ray_map import RayMap
+
+    try:
+        return RayMap(evaluator, init, address=ray_address, workers=workers or None)
+    except BaseException:
+        import sys
+
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()  # connected, then failed to start the actors: disconnect
+        raise
+
+
+def _cache_stats(evaluator, score_map) -> dict:
+    st = evaluator.stats
+    if not isinstance(score_map, LocalMap) or score_map.pool is not None:  # caches are remote
+        return {}
+    return {"cache_hit_rate": round(st.hit_rate, 4), "failed": len(evaluator.failures),
+            "layers_run": st.act_misses,
+            "layers_skipped": st.act_hits, "merged_layers_built": st.layer_misses}
+
+
