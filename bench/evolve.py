@@ -16,8 +16,8 @@ from pathlib import Path
 
 
 def run(recipe: Path, overrides: dict, caches: bool) -> dict:
-    from recipe_compiler.evolve import make_evaluator, prepare, warm_starts
-    from recipe_compiler.evolve.run import Search
+    from recipe_compiler.search import make_evaluator, prepare, warm_starts
+    from recipe_compiler.search.run import Search
 
     p = prepare(recipe, overrides)
     ev = make_evaluator(p, caches=caches)

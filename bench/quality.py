@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from recipe_compiler.assemble import assemble
 from recipe_compiler.evaluate import evaluate, load_task, mean_score
-from recipe_compiler.evolve import make_evaluator, prepare, warm_starts
-from recipe_compiler.evolve.genome import decode
-from recipe_compiler.evolve.run import Search
-from recipe_compiler.parser import parse
+from recipe_compiler.execute.assemble import assemble
+from recipe_compiler.language.parser import parse
 from recipe_compiler.prune import METHODS, calibration_texts, choose_drops, drop_recipe, encode
+from recipe_compiler.search import make_evaluator, prepare, warm_starts
+from recipe_compiler.search.genome import decode
+from recipe_compiler.search.run import Search
 
 ROOT = Path(__file__).resolve().parent.parent
 SKILLS = ("math", "code", "recall", "strings")
@@ -59,8 +59,8 @@ def calib_batch(zoo: Path, tok, samples: int):
 
 
 def baseline(method: str, model_name: str, zoo: Path, k: int, tasks, limit, samples) -> dict:
-    from recipe_compiler.arch import find_architecture
-    from recipe_compiler.printer import format_recipe
+    from recipe_compiler.language.printer import format_recipe
+    from recipe_compiler.models.arch import find_architecture
 
     model, tok = load(zoo / model_name)
     arch = find_architecture(model.config.to_dict())
@@ -97,7 +97,7 @@ def search(space_op: str, zoo: Path, work: Path, remove: int, budget: dict, task
     pop, hof = s.run()
     seconds = time.perf_counter() - start
     best = max(pop, key=lambda i: i.fitness.values[0])
-    from recipe_compiler.printer import format_recipe
+    from recipe_compiler.language.printer import format_recipe
 
     recipe_text = format_recipe(decode(p.space, list(best)))
     (work / "best.tr").write_text(recipe_text)

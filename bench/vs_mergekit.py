@@ -71,8 +71,8 @@ def run(cmd: list[str], cwd: Path, ok: bool = True) -> tuple[float, int]:
 def jobs(root: Path, mergekit: str, tailorc: str) -> dict[str, tuple[list[str], bool]]:
     """name -> (command, should succeed); run from `root`, where base/ and ft/ live."""
     sys.path.insert(0, str(BENCH.parent))
-    from recipe_compiler.mergekit import import_config
-    from recipe_compiler.printer import format_recipe
+    from recipe_compiler.interop.mergekit import import_config
+    from recipe_compiler.language.printer import format_recipe
 
     layers = int(__import__("json").loads((root / "base/config.json").read_text())
                  ["num_hidden_layers"])

@@ -9,9 +9,8 @@ all problems are found and reported together. No weight is read here.
 
 from __future__ import annotations
 
-from . import methods
-from .index import ModelError, ModelInfo, Models, load_model
-from .recipe import (
+from recipe_compiler import methods
+from recipe_compiler.language.recipe import (
     ClosedOp,
     Drop,
     Merge,
@@ -23,7 +22,8 @@ from .recipe import (
     model_path,
     op_models,
 )
-from .source import Diagnostic, Span, did_you_mean, error, warning
+from recipe_compiler.language.source import Diagnostic, Span, did_you_mean, error, warning
+from recipe_compiler.models.index import ModelError, ModelInfo, Models, load_model
 
 
 def load_models(recipe: Recipe) -> tuple[Models, list[Diagnostic]]:

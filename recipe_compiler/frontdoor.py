@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .check import load_and_check
-from .index import Models
-from .parser import parse_partial, read_source
-from .recipe import Recipe
-from .source import Diagnostic, RecipeError, Source
+from recipe_compiler.check import load_and_check
+from recipe_compiler.language.parser import parse_partial, read_source
+from recipe_compiler.language.recipe import Recipe
+from recipe_compiler.language.source import Diagnostic, RecipeError, Source
+from recipe_compiler.models.index import Models
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from . import methods
-from .index import DTYPE_SIZES, FLOAT_DTYPES, RECIPE_DTYPES, ModelInfo, Models, TensorInfo
-from .recipe import Drop, Merge, Recipe, Take
+from recipe_compiler import methods
+from recipe_compiler.language.recipe import Drop, Merge, Recipe, Take
+from recipe_compiler.models.index import (
+    DTYPE_SIZES,
+    FLOAT_DTYPES,
+    RECIPE_DTYPES,
+    ModelInfo,
+    Models,
+    TensorInfo,
+)
 
 
 class BuildError(Exception):

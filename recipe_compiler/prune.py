@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .arch import Architecture
+from recipe_compiler.models.arch import Architecture
 
 METHODS = ("block-influence", "angular", "ppl", "sleb")
 
@@ -183,8 +183,8 @@ def calibration_texts(path, samples: int) -> list[str]:
     `evaluate.tasks`); any problem, a file with no text included, is a `TaskError`."""
     from pathlib import Path
 
-    from .evaluate import McItem, TaskError, load_task
-    from .evaluate.tasks import read_task_text
+    from recipe_compiler.evaluate import McItem, TaskError, load_task
+    from recipe_compiler.evaluate.tasks import read_task_text
 
     path = Path(path)
     if path.suffix == ".txt":
@@ -204,7 +204,7 @@ def drop_recipe(model_name: str, model_path: str, n_layers: int, drops: set[int]
     """A drop-only recipe over one model: runs of kept slots take the model's own layers."""
     import dataclasses
 
-    from .recipe import Drop, ModelDecl, Recipe, SlotDecl, Take
+    from recipe_compiler.language.recipe import Drop, ModelDecl, Recipe, SlotDecl, Take
 
     decls, start = [], 0
     for i in range(1, n_layers + 1):

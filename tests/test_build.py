@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file
 
 from recipe_compiler.check import load_and_check
-from recipe_compiler.output import write_checkpoint
-from recipe_compiler.parser import parse
+from recipe_compiler.execute.output import write_checkpoint
+from recipe_compiler.language.parser import parse
 from recipe_compiler.plan import lower
 
 # arch -> (layer prefix, tensors that scale= multiplies), written out independently of
-# recipe_compiler/arch/*.json so a mistake there shows up here.
+# recipe_compiler/models/arch/*.json so a mistake there shows up here.
 ARCHES = {
     "llama": ("model.layers.", ("self_attn.o_proj.weight", "mlp.down_proj.weight")),
     "mistral": ("model.layers.", ("self_attn.o_proj.weight", "mlp.down_proj.weight")),
@@ -155,7 +155,7 @@ def _layers(model):
 def test_assembled_in_memory_equals_built_checkpoint(arch_family, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from recipe_compiler.assemble import assemble
+    from recipe_compiler.execute.assemble import assemble
 
     root = arch_family("gpt2")  # tied embeddings: the head must follow the embedding
     recipe = parse(RECIPE.format(dtype=""), str(root / "r.tr"))

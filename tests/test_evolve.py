@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from recipe_compiler.check import check
-from recipe_compiler.evolve import EvolveError, make_evaluator, prepare
-from recipe_compiler.evolve.genome import decode, kept_count, mutate, random_genome
-from recipe_compiler.evolve.run import Search
-from recipe_compiler.evolve.space import read_settings
-from recipe_compiler.parser import parse
+from recipe_compiler.language.parser import parse
+from recipe_compiler.language.source import RecipeError
 from recipe_compiler.plan import lower
-from recipe_compiler.source import RecipeError
+from recipe_compiler.search import EvolveError, make_evaluator, prepare
+from recipe_compiler.search.genome import decode, kept_count, mutate, random_genome
+from recipe_compiler.search.run import Search
+from recipe_compiler.search.space import read_settings
 
 SKILLS = ("math", "code", "recall", "strings")
 
@@ -98,8 +98,8 @@ def test_cached_and_uncached_fitness_are_identical(space_file):
 def test_fast_fitness_matches_the_evaluator(space_file):
     from transformers import AutoTokenizer
 
-    from recipe_compiler.assemble import assemble
     from recipe_compiler.evaluate import evaluate
+    from recipe_compiler.execute.assemble import assemble
 
     p = prepare(space_file, {})
     ev = make_evaluator(p)
@@ -178,7 +178,7 @@ def test_missing_tasks_is_a_clear_error(quick_zoo, tmp_path):
 
 
 def test_worker_processes_give_the_local_result(space_file):
-    from recipe_compiler.evolve import LocalMap
+    from recipe_compiler.search import LocalMap
 
     overrides = {"generations": 1, "population": 4}
     p = prepare(space_file, overrides)

@@ -27,8 +27,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recipe_compiler import execute as execute_mod
-from recipe_compiler import output as output_mod
 from recipe_compiler.cli import main
+from recipe_compiler.execute import output as output_mod
 
 ROOT = Path(__file__).parent.parent
 KILLS_FAST, KILLS_SLOW = 3, 40
@@ -239,7 +239,7 @@ def test_nan_in_inputs_is_a_warning_naming_the_tensor(fam, tmp_path, capsys, tex
 
 def test_overflow_in_a_computed_tensor_is_a_warning(fam, tmp_path):
     from recipe_compiler.check import load_and_check
-    from recipe_compiler.parser import parse_file
+    from recipe_compiler.language.parser import parse_file
     from recipe_compiler.plan import lower
 
     text = TAKE.replace("slot 3 = drop", "slot 3 = take(base, scale=1e30)") + "dtype = float16\n"
@@ -254,7 +254,7 @@ def test_overflow_in_a_computed_tensor_is_a_warning(fam, tmp_path):
 
 def test_finite_inputs_give_no_warning_and_check_can_be_skipped(fam, tmp_path, monkeypatch):
     from recipe_compiler.check import load_and_check
-    from recipe_compiler.parser import parse_file
+    from recipe_compiler.language.parser import parse_file
     from recipe_compiler.plan import lower
 
     _poison(fam / "math" / "model.safetensors", "layers.5.mlp.up_proj.weight", float("inf"))
@@ -348,7 +348,7 @@ KILL_SCRIPT = """
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-from recipe_compiler import output
+from recipe_compiler.execute import output
 from recipe_compiler.cli import main
 where, n = sys.argv[1], int(sys.argv[2])
 def die(*a, **k):
@@ -468,7 +468,7 @@ RACE_SCRIPT = """
 import os, sys, time
 import torch
 torch.set_num_threads(1)
-from recipe_compiler import output
+from recipe_compiler.execute import output
 from recipe_compiler.cli import main
 barrier = sys.argv[1]
 real_execute = output.execute
@@ -516,7 +516,7 @@ import os, signal, sys
 import torch
 torch.set_num_threads(1)
 from recipe_compiler.cli import main
-from recipe_compiler.evolve import run
+from recipe_compiler.search import run
 kill_at = int(sys.argv[1])
 real_record = run.Search._record
 def record(self, gen, *a, **k):
@@ -579,10 +579,10 @@ def test_evolve_killed_at_every_generation(tmp_path, quick_zoo):
 
 def test_failing_candidates_get_the_worst_fitness_and_the_run_goes_on(tmp_path, quick_zoo,
                                                                      caplog):
-    from recipe_compiler.evolve import make_evaluator, prepare
-    from recipe_compiler.evolve.fitness import FAILED_FITNESS
-    from recipe_compiler.evolve.run import Search
-    from recipe_compiler.recipe import Drop
+    from recipe_compiler.language.recipe import Drop
+    from recipe_compiler.search import make_evaluator, prepare
+    from recipe_compiler.search.fitness import FAILED_FITNESS
+    from recipe_compiler.search.run import Search
 
     p = prepare(_space(tmp_path, quick_zoo), {"population": 6, "generations": 2,
                                               "limit": 16, "min_limit": 8})

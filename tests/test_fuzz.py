@@ -29,10 +29,9 @@ from hypothesis.extra.lark import LarkStrategy, from_lark
 from lark.grammar import NonTerminal
 
 from recipe_compiler.check import check, load_and_check
-from recipe_compiler.parser import MAX_SLOTS, _lark, parse
-from recipe_compiler.plan import lower
-from recipe_compiler.printer import compact_slots, format_recipe
-from recipe_compiler.recipe import (
+from recipe_compiler.language.parser import MAX_SLOTS, _lark, parse
+from recipe_compiler.language.printer import compact_slots, format_recipe
+from recipe_compiler.language.recipe import (
     DTYPES,
     MERGE_METHODS,
     Choose,
@@ -47,7 +46,8 @@ from recipe_compiler.recipe import (
     SlotDecl,
     Take,
 )
-from recipe_compiler.source import Diagnostic, RecipeError, Source, render, render_all
+from recipe_compiler.language.source import Diagnostic, RecipeError, Source, render, render_all
+from recipe_compiler.plan import lower
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = sorted((ROOT / "recipes").glob("*.tr")) + sorted((ROOT / "tests/golden").rglob("*.tr"))

@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recipe_compiler.cli import main
-from recipe_compiler.mergekit import (
+from recipe_compiler.interop.mergekit import (
     MAX_ALIASED_NODES,
     MAX_CHARS,
     MAX_NODES,
@@ -43,10 +43,10 @@ from recipe_compiler.mergekit import (
     export_recipe,
     import_config,
 )
-from recipe_compiler.parser import parse
-from recipe_compiler.printer import compact_slots, format_recipe
-from recipe_compiler.recipe import Recipe
-from recipe_compiler.source import RecipeError, Source, render, render_all
+from recipe_compiler.language.parser import parse
+from recipe_compiler.language.printer import compact_slots, format_recipe
+from recipe_compiler.language.recipe import Recipe
+from recipe_compiler.language.source import RecipeError, Source, render, render_all
 
 from .test_fuzz import recipes
 

@@ -16,7 +16,7 @@ starts with the offending path, within `LOAD_SECONDS`; and `tailorc check` on a 
 the directory exits 0 or 1, never 2. When `load_model` accepts a mutated config, transformers'
 `from_pretrained(path, use_safetensors=True)` must build the model from it (`eval` and `prune`
 rely on that). The arch/ schemas are valid JSON Schema and `jsonschema` agrees with
-recipe_compiler.arch.schema on them.
+recipe_compiler.models.arch.schema on them.
 
 The default suite runs a fixed (derandomised) set: `FAST`, 410 generated cases, plus 157
 hand-picked ones (the fuzzer's report), in about 15 s. `pytest -m slow` runs `SLOW`, 4900 random
@@ -43,11 +43,11 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from recipe_compiler.arch import all_architectures, common_problem, schema_documents
-from recipe_compiler.arch.schema import SUPPORTED, first_violation, is_type
 from recipe_compiler.cli import main
 from recipe_compiler.families import ARCHES, make_family
-from recipe_compiler.index import INDEX, ModelError, load_model
+from recipe_compiler.models.arch import all_architectures, common_problem, schema_documents
+from recipe_compiler.models.arch.schema import SUPPORTED, first_violation, is_type
+from recipe_compiler.models.index import INDEX, ModelError, load_model
 
 FAST = {"config": 150, "header": 100, "index": 60, "transformers": 40, "jsonschema": 60}
 SLOW = {"all": 4400, "transformers": 500}

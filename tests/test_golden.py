@@ -12,9 +12,9 @@ import shutil
 import pytest
 
 from recipe_compiler.check import load_and_check
-from recipe_compiler.parser import parse_file
+from recipe_compiler.language.parser import parse_file
+from recipe_compiler.language.source import RecipeError, Source, render_all
 from recipe_compiler.plan import format_plan, lower
-from recipe_compiler.source import RecipeError, Source, render_all
 
 from .conftest import GOLDEN, check_golden
 

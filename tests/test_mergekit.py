@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recipe_compiler.mergekit import export_recipe, import_config
-from recipe_compiler.parser import parse, parse_file
-from recipe_compiler.printer import compact_slots, format_recipe
-from recipe_compiler.source import RecipeError, render_all
+from recipe_compiler.interop.mergekit import export_recipe, import_config
+from recipe_compiler.language.parser import parse, parse_file
+from recipe_compiler.language.printer import compact_slots, format_recipe
+from recipe_compiler.language.source import RecipeError, render_all
 
 from .conftest import GOLDEN, check_golden
 
@@ -79,7 +79,7 @@ def _layers(recipe) -> list[tuple]:
     """(operation without its layer, source layer, base model path) per kept slot."""
     from dataclasses import replace
 
-    from recipe_compiler.recipe import Drop
+    from recipe_compiler.language.recipe import Drop
 
     paths = {m.name: m.path for m in recipe.models}
     out = []
@@ -99,7 +99,7 @@ def test_export_errors(path):
     recipe = parse(path.read_text(), _rel(path))
     with pytest.raises(RecipeError) as exc:
         export_recipe(recipe)
-    from recipe_compiler.source import Source
+    from recipe_compiler.language.source import Source
 
     check_golden(path.with_suffix(".txt"),
                  render_all(exc.value.diagnostics, Source(_rel(path), path.read_text())) + "\n")

@@ -18,12 +18,12 @@ from safetensors.torch import load_file
 
 from recipe_compiler import methods
 from recipe_compiler.check import load_and_check
-from recipe_compiler.mergekit import PARAMETERS, export_recipe, import_config
-from recipe_compiler.output import write_checkpoint
-from recipe_compiler.parser import parse
+from recipe_compiler.execute.output import write_checkpoint
+from recipe_compiler.interop.mergekit import PARAMETERS, export_recipe, import_config
+from recipe_compiler.language.parser import parse
+from recipe_compiler.language.printer import format_recipe
+from recipe_compiler.language.source import RecipeError
 from recipe_compiler.plan import lower
-from recipe_compiler.printer import format_recipe
-from recipe_compiler.source import RecipeError
 
 PACKAGE = Path(methods.__file__).parent.parent
 
@@ -67,17 +67,18 @@ def test_registry_declarations():
 
 
 def test_registry_imports_no_torch():
-    code = ("import sys; import recipe_compiler.methods, recipe_compiler.parser, "
-            "recipe_compiler.check, recipe_compiler.plan, recipe_compiler.mergekit, "
-            "recipe_compiler.evolve.space; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys; import recipe_compiler.methods, recipe_compiler.language.parser, "
+            "recipe_compiler.check, recipe_compiler.plan, recipe_compiler.interop.mergekit, "
+            "recipe_compiler.search.space; assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
-STAGES = ("parser.py", "check.py", "plan.py", "merge.py", "execute.py", "printer.py",
-          "mergekit/common.py", "mergekit/config.py", "mergekit/parameters.py",
-          "mergekit/importer.py", "mergekit/exporter.py", "recipe.py", "evolve/fitness.py",
-          "evolve/space.py")
+STAGES = ("language/parser.py", "check.py", "plan.py", "execute/merge.py",
+          "execute/__init__.py", "language/printer.py", "interop/mergekit/common.py",
+          "interop/mergekit/config.py", "interop/mergekit/parameters.py",
+          "interop/mergekit/importer.py", "interop/mergekit/exporter.py",
+          "language/recipe.py", "search/fitness.py", "search/space.py")
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -191,7 +192,7 @@ def test_dare_build_matches_direct_arithmetic_and_rebuilds_byte_identical(family
 
 
 def _merge(args: str, xs, base):
-    from recipe_compiler.merge import combine
+    from recipe_compiler.execute.merge import combine
     from recipe_compiler.plan import merge_expr
 
     op = parse(f'model a = "a"\nmodel b = "b"\nslot 0 = merge(a, b, {args})').slots[0].op

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from recipe_compiler import execute as execute_mod
 from recipe_compiler.check import load_and_check
 from recipe_compiler.cli import main
-from recipe_compiler.output import write_checkpoint
-from recipe_compiler.parser import parse
+from recipe_compiler.execute.output import write_checkpoint
+from recipe_compiler.language.parser import parse
 from recipe_compiler.plan import lower
 
 RECIPE = """
@@ -124,9 +124,9 @@ def test_killed_build_leaves_no_output_and_is_cleaned_next_time(recipe_file, tmp
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os, signal
-        from recipe_compiler import output
+        from recipe_compiler.execute import output
         from recipe_compiler.check import load_and_check
-        from recipe_compiler.parser import parse_file
+        from recipe_compiler.language.parser import parse_file
         from recipe_compiler.plan import lower
         r = parse_file({str(recipe_file)!r})
         models, _ = load_and_check(r, require_closed=True)

@@ -19,7 +19,7 @@ def test_wheel_ships_grammar_and_architectures(tmp_path):
     wheel = next(tmp_path.glob("tailor-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "recipe_compiler/grammar/tailor.lark" in names
-    for arch in (ROOT / "recipe_compiler" / "arch").glob("*.json"):
-        assert f"recipe_compiler/arch/{arch.name}" in names
+    for arch in (ROOT / "recipe_compiler" / "models" / "arch").glob("*.json"):
+        assert f"recipe_compiler/models/arch/{arch.name}" in names
     for module in (ROOT / "recipe_compiler").rglob("*.py"):
         assert module.relative_to(ROOT).as_posix() in names, module

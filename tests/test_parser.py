@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from recipe_compiler.parser import parse, parse_file
-from recipe_compiler.printer import format_recipe
-from recipe_compiler.recipe import (
+from recipe_compiler.language.parser import parse, parse_file
+from recipe_compiler.language.printer import format_recipe
+from recipe_compiler.language.recipe import (
     Choose,
     Drop,
     Merge,
@@ -21,7 +21,7 @@ from recipe_compiler.recipe import (
     SlotDecl,
     Take,
 )
-from recipe_compiler.source import RecipeError
+from recipe_compiler.language.source import RecipeError
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = sorted((ROOT / "recipes").glob("*.tr"))

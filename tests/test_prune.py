@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipe_compiler.arch import find_architecture
 from recipe_compiler.families import make_family
+from recipe_compiler.models.arch import find_architecture
 from recipe_compiler.prune import (
     angular_distances,
     block_influence,
@@ -92,7 +92,7 @@ def test_ppl_and_sleb_drop_what_does_not_matter(model, batch):
 
 
 def test_drop_recipe_and_counts():
-    from recipe_compiler.printer import format_recipe
+    from recipe_compiler.language.printer import format_recipe
 
     r = drop_recipe("m", "../m", 8, {2, 5, 6}, ["why"])
     assert format_recipe(r) == ('# why\n\nmodel m = "../m"\n\nslot 0..2 = take(m)\n'

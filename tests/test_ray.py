@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe_compiler.evolve import make_evaluator, prepare
-from recipe_compiler.evolve.run import Search
+from recipe_compiler.search import make_evaluator, prepare
+from recipe_compiler.search.run import Search
 
 from .test_evolve import SEARCH, run_search, summary, write_recipe
 
@@ -53,7 +53,7 @@ def cluster(tmp_path_factory):
 
 
 def _ray_search(space_file: Path, address: str, on_result=None):
-    from recipe_compiler.evolve.ray_map import RayMap
+    from recipe_compiler.search.ray_map import RayMap
 
     p = prepare(space_file, OVERRIDES)
     ev = make_evaluator(p)
@@ -93,7 +93,7 @@ def test_an_unreachable_cluster_is_a_clear_error_fast():
     import socket
     import time
 
-    from recipe_compiler.evolve.ray_map import _reachable
+    from recipe_compiler.search.ray_map import _reachable
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -334,8 +334,8 @@ def test_eval_scores_base_finetune_recipe_and_build(base: Path, work: Path, buil
 
 
 def test_prune_block_influence_then_build(base: Path, work: Path, capsys):
-    from recipe_compiler.parser import parse_file
-    from recipe_compiler.recipe import Drop
+    from recipe_compiler.language.parser import parse_file
+    from recipe_compiler.language.recipe import Drop
 
     out = tailorc(capsys, "prune", base, "--method", "block-influence", "--remove", "20%",
                   "--calib", work / "text.txt", "-o", work / "pruned.tr")
@@ -371,8 +371,8 @@ def run(work: Path) -> Path:
 
 
 def test_evolve_one_generation_then_build_the_best(work: Path, run: Path, capsys):
-    from recipe_compiler.parser import parse_file
-    from recipe_compiler.recipe import Drop, Take
+    from recipe_compiler.language.parser import parse_file
+    from recipe_compiler.language.recipe import Drop, Take
 
     text = (run / "best.tr").read_text()
     fitness = float(re.search(r"fitness ([0-9.]+) on the search's tasks", text).group(1))
@@ -394,8 +394,8 @@ def test_evolve_one_generation_then_build_the_best(work: Path, run: Path, capsys
 
 
 def test_evolve_shortgpt_is_what_its_header_says(run: Path, capsys):
-    from recipe_compiler.parser import parse_file
-    from recipe_compiler.recipe import Drop
+    from recipe_compiler.language.parser import parse_file
+    from recipe_compiler.language.recipe import Drop
 
     text = (run / "shortgpt.tr").read_text()
     claimed = json.loads(re.search(r"drops slots (\[[0-9, ]*\])", text).group(1))

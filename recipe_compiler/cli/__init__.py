@@ -15,14 +15,21 @@ from __future__ import annotations
 import os
 import traceback
 
-from ..index import ModelError
-from ..plan import BuildError
-from ..source import RecipeError, render_all
-from .args import build_parser
-from .console import UserError, err
-from .models import cmd_eval, cmd_prune, cmd_zoo
-from .recipes import cmd_build, cmd_check, cmd_export, cmd_fmt, cmd_import, cmd_plan
-from .search import cmd_evolve
+from recipe_compiler.cli.args import build_parser
+from recipe_compiler.cli.console import UserError, err
+from recipe_compiler.cli.models import cmd_eval, cmd_prune, cmd_zoo
+from recipe_compiler.cli.recipes import (
+    cmd_build,
+    cmd_check,
+    cmd_export,
+    cmd_fmt,
+    cmd_import,
+    cmd_plan,
+)
+from recipe_compiler.cli.search import cmd_evolve
+from recipe_compiler.language.source import RecipeError, render_all
+from recipe_compiler.models.index import ModelError
+from recipe_compiler.plan import BuildError
 
 __all__ = ["UserError", "build_parser", "main"]
 

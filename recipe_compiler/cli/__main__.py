@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from recipe_compiler.cli import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import __version__
+from recipe_compiler import __version__
 
 RECIPE_HELP = """\
 A recipe (.tr file) names models and says what fills each layer slot:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .console import UserError
+from recipe_compiler.cli.console import UserError
 
 
 def check_new_file(path: Path, force: bool, inputs: list[Path] = ()) -> None:

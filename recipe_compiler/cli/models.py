@@ -13,9 +13,9 @@ import shutil
 from rich.markup import escape
 from rich.table import Table
 
-from ..printer import format_recipe
-from .console import UserError, err, out, pick_device
-from .files import check_new_file, check_parent, write_new
+from recipe_compiler.cli.console import UserError, err, out, pick_device
+from recipe_compiler.cli.files import check_new_file, check_parent, write_new
+from recipe_compiler.language.printer import format_recipe
 
 # what `tailorc zoo` writes (trained or --random): the only names --force may delete
 ZOO_NAMES = {"base", "math", "code", "recall", "strings", "tasks", "zoo.json"}
@@ -36,7 +36,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
                             "to replace it (remove it yourself, or choose another directory)")
         shutil.rmtree(args.dir)
     if args.random:
-        from ..families import make_family
+        from recipe_compiler.families import make_family
 
         with err.status("making a random tiny family"):
             paths = make_family(args.dir, seed=args.seed)
@@ -49,7 +49,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 def _train_zoo(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..zoo import build_zoo
+    from recipe_compiler.zoo import build_zoo
 
     columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
@@ -80,8 +80,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_harness(args)
     import torch
 
-    from ..evaluate import TaskError, evaluate, load_tasks, mean_score, scores_to_json
-    from ..evaluate.checkpoint import default_dtype, display_names, open_model
+    from recipe_compiler.evaluate import TaskError, evaluate, load_tasks, mean_score, scores_to_json
+    from recipe_compiler.evaluate.checkpoint import default_dtype, display_names, open_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,9 +136,9 @@ def score_table(results: dict, task_names: list[str], mean_score) -> Table:
 
 
 def _eval_harness(args: argparse.Namespace) -> int:
-    from ..evaluate.checkpoint import display_names
-    from ..evaluate.harness import HarnessUnavailable, run_harness
-    from ..index import load_model
+    from recipe_compiler.evaluate.checkpoint import display_names
+    from recipe_compiler.evaluate.harness import HarnessUnavailable, run_harness
+    from recipe_compiler.models.index import load_model
 
     results = {}
     for name, path in zip(display_names(args.models), args.models):
@@ -158,9 +158,9 @@ def _eval_harness(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..evaluate import TaskError
-    from ..evaluate.checkpoint import open_model
-    from ..prune import calibration_texts, choose_drops, drop_recipe, encode
+    from recipe_compiler.evaluate import TaskError
+    from recipe_compiler.evaluate.checkpoint import open_model
+    from recipe_compiler.prune import calibration_texts, choose_drops, drop_recipe, encode
 
     if args.model.suffix == ".tr":
         raise UserError(f"{args.model}: prune ranks a checkpoint's layers; give a checkpoint "
@@ -199,7 +199,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def _removal_count(spec: str, n_layers: int) -> int:
     """'25%' of the layers (rounded) or a count, between 1 and all layers but one."""
-    from ..prune import removal_count
+    from recipe_compiler.prune import removal_count
 
     try:
         k = removal_count(spec, n_layers)

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .. import frontdoor
-from ..parser import parse, read_source
-from ..plan import size_change
-from ..printer import format_op, format_recipe
-from ..recipe import Choose, Drop, Open, concrete_ops, op_models
-from ..source import Diagnostic, RecipeError, Source, render_all
-from .console import UserError, err, out, pick_device
-from .files import write_new
+from recipe_compiler import frontdoor
+from recipe_compiler.cli.console import UserError, err, out, pick_device
+from recipe_compiler.cli.files import write_new
+from recipe_compiler.language.parser import parse, read_source
+from recipe_compiler.language.printer import format_op, format_recipe
+from recipe_compiler.language.recipe import Choose, Drop, Open, concrete_ops, op_models
+from recipe_compiler.language.source import Diagnostic, RecipeError, Source, render_all
+from recipe_compiler.plan import size_change
 
 
 def checked(path: Path, *, require_closed: bool):
@@ -69,7 +69,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..plan import format_plan, lower
+    from recipe_compiler.plan import format_plan, lower
 
     recipe, models, _ = checked(args.recipe, require_closed=True)
     plan = lower(recipe, models, shard_size=args.shard_size)
@@ -105,8 +105,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         TransferSpeedColumn,
     )
 
-    from ..output import OutputError, check_output, write_checkpoint
-    from ..plan import Copy, human_bytes, human_count, lower
+    from recipe_compiler.execute.output import OutputError, check_output, write_checkpoint
+    from recipe_compiler.plan import Copy, human_bytes, human_count, lower
 
     recipe, models, _ = checked(args.recipe, require_closed=True)
     try:
@@ -142,7 +142,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from ..mergekit import import_config
+    from recipe_compiler.interop.mergekit import import_config
 
     try:
         if args.config.exists() and not args.config.is_file():  # a FIFO would block the read
@@ -170,7 +170,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..mergekit import export_recipe
+    from recipe_compiler.interop.mergekit import export_recipe
 
     recipe, models, source = checked(args.recipe, require_closed=True)
     try:

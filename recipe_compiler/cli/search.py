@@ -11,15 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from .console import UserError, err, out, pick_device
-from .files import check_parent
+from recipe_compiler.cli.console import UserError, err, out, pick_device
+from recipe_compiler.cli.files import check_parent
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evolve import EvolveError, evolve, prepare
-    from .progress import EvolveProgress
+    from recipe_compiler.cli.progress import EvolveProgress
+    from recipe_compiler.search import EvolveError, evolve, prepare
 
     overrides = {
         "population": args.population, "generations": args.generations, "seed": args.seed,

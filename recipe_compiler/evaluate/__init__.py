@@ -5,10 +5,10 @@ Consumes task files (`load_task`, `load_tasks`), a causal LM and its HF tokenize
 The optional lm-eval-harness backend lives in `recipe_compiler.evaluate.harness`.
 """
 
-from .generate import greedy_generate
-from .loglik import encode_pair, loglikelihoods, rolling_token_logprobs
-from .scoring import TaskScore, evaluate, mean_score, scores_to_json
-from .tasks import GenItem, McItem, Task, TaskError, load_task, load_tasks
+from recipe_compiler.evaluate.generate import greedy_generate
+from recipe_compiler.evaluate.loglik import encode_pair, loglikelihoods, rolling_token_logprobs
+from recipe_compiler.evaluate.scoring import TaskScore, evaluate, mean_score, scores_to_json
+from recipe_compiler.evaluate.tasks import GenItem, McItem, Task, TaskError, load_task, load_tasks
 
 __all__ = [
     "GenItem",

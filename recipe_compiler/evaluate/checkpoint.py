@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..index import ModelError, ModelInfo, load_model
+from recipe_compiler.models.index import ModelError, ModelInfo, load_model
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -42,7 +42,7 @@ def open_model(path: Path, *, device: str, dtype: str | None = None) -> Opened:
     dtype = dtype or default_dtype(device)
     torch_dtype = getattr(torch, dtype)
     if path.suffix == ".tr":
-        from ..assemble import assemble, load_recipe
+        from recipe_compiler.execute.assemble import assemble, load_recipe
 
         recipe, models = load_recipe(path)
         info = models[recipe.base_name or ""]

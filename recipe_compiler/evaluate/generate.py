@@ -18,8 +18,13 @@ from typing import Any
 
 import torch
 
-from .loglik import encode_texts
-from .modelio import forward_logits, model_max_length, pad_batch, pad_token_id
+from recipe_compiler.evaluate.loglik import encode_texts
+from recipe_compiler.evaluate.modelio import (
+    forward_logits,
+    model_max_length,
+    pad_batch,
+    pad_token_id,
+)
 
 
 class _StopRule:

@@ -18,7 +18,13 @@ from typing import Any
 
 import torch
 
-from .modelio import forward_logits, model_max_length, pad_batch, pad_token_id, prefix_token_id
+from recipe_compiler.evaluate.modelio import (
+    forward_logits,
+    model_max_length,
+    pad_batch,
+    pad_token_id,
+    prefix_token_id,
+)
 
 TokenPair = tuple[tuple[int, ...], tuple[int, ...]]
 

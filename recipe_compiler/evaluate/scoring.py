@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from .generate import greedy_generate
-from .loglik import loglikelihoods, rolling_token_logprobs
-from .modelio import model_max_length
-from .tasks import GenItem, McItem, Task, TaskKind
+from recipe_compiler.evaluate.generate import greedy_generate
+from recipe_compiler.evaluate.loglik import loglikelihoods, rolling_token_logprobs
+from recipe_compiler.evaluate.modelio import model_max_length
+from recipe_compiler.evaluate.tasks import GenItem, McItem, Task, TaskKind
 
 # Head-room over the longest answer, so an answer tokenised differently after the prompt, or
 # followed by the newline that stops decoding, still fits.
@@ -191,7 +191,7 @@ def _score_ppl(model: Any, tokenizer: Any, task: Task, opts: _Options) -> TaskSc
         max_windows=opts.limit,
     )
     if not logprobs:
-        from .tasks import TaskError
+        from recipe_compiler.evaluate.tasks import TaskError
 
         raise TaskError(task.path, None, "the tokenizer makes no tokens of this text")
     nll = -math.fsum(logprobs) / len(logprobs)

@@ -6,7 +6,7 @@ parameters that task-vector methods accept without a tailor counterpart.
 
 from __future__ import annotations
 
-from . import Param
+from recipe_compiler.methods import Param
 
 
 def weights(required: bool) -> Param:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import Param
-from ._common import DENSITY, normalize, weights
+from recipe_compiler.methods import Param
+from recipe_compiler.methods._common import DENSITY, normalize, weights
 
 PARAMS = (
     weights(required=True),
@@ -23,7 +23,7 @@ FIXED: tuple[tuple[str, object], ...] = (("int8_mask", None), ("lambda", 1.0))
 
 def pruned_deltas(xs: list, base, p: Mapping[str, object]) -> list:
     """x_k - base with DARE's random drop (and L1 rescale) applied, one per model."""
-    from ._ops import drop_and_rescale, seed_for
+    from recipe_compiler.methods._ops import drop_and_rescale, seed_for
 
     density, rescale = float(p["density"]), bool(p["rescale"])  # type: ignore[arg-type]
     return [drop_and_rescale(x - base, density, rescale,

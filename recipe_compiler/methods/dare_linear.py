@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import Method
-from ._dare import FIXED, PARAMS, pruned_deltas
+from recipe_compiler.methods import Method
+from recipe_compiler.methods._dare import FIXED, PARAMS, pruned_deltas
 
 
 def formula(xs: list, base, p: Mapping[str, object]):
-    from ._ops import weighted_sum
+    from recipe_compiler.methods._ops import weighted_sum
 
     w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
     delta = weighted_sum(pruned_deltas(xs, base, p), w)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import Method
-from ._dare import FIXED, PARAMS, pruned_deltas
+from recipe_compiler.methods import Method
+from recipe_compiler.methods._dare import FIXED, PARAMS, pruned_deltas
 
 
 def formula(xs: list, base, p: Mapping[str, object]):
     import torch
 
-    from ._ops import consensus
+    from recipe_compiler.methods._ops import consensus
 
     deltas = torch.stack(pruned_deltas(xs, base, p))  # (K, *shape)
     return base + consensus(deltas, p["weights"], bool(p["normalize"]))  # type: ignore[arg-type]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import Method
-from ._common import normalize, weights
+from recipe_compiler.methods import Method
+from recipe_compiler.methods._common import normalize, weights
 
 
 def formula(xs: list, base: object, p: Mapping[str, object]):
-    from ._ops import weighted_sum
+    from recipe_compiler.methods._ops import weighted_sum
 
     w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
     out = weighted_sum(xs, w)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import Method, Param
+from recipe_compiler.methods import Method, Param
 
 
 def formula(xs: list, base: object, p: Mapping[str, object]):
-    from ._ops import slerp
+    from recipe_compiler.methods._ops import slerp
 
     return slerp(xs[0], xs[1], p["t"])  # type: ignore[arg-type]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import Method
-from ._common import TASK_VECTOR_FIXED, normalize, weights
+from recipe_compiler.methods import Method
+from recipe_compiler.methods._common import TASK_VECTOR_FIXED, normalize, weights
 
 
 def formula(xs: list, base, p: Mapping[str, object]):
-    from ._ops import weighted_sum
+    from recipe_compiler.methods._ops import weighted_sum
 
     w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
     delta = weighted_sum((x - base for x in xs), w)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import Method
-from ._common import DENSITY, TASK_VECTOR_FIXED, normalize, weights
+from recipe_compiler.methods import Method
+from recipe_compiler.methods._common import DENSITY, TASK_VECTOR_FIXED, normalize, weights
 
 
 def formula(xs: list, base, p: Mapping[str, object]):
     import torch
 
-    from ._ops import consensus, trim_magnitude
+    from recipe_compiler.methods._ops import consensus, trim_magnitude
 
     density: float = p["density"]  # type: ignore[assignment]
     deltas = torch.stack([trim_magnitude(x - base, density) for x in xs])  # (K, *shape)

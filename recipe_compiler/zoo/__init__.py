@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from transformers.utils import logging as hf_logging
 
-from . import skills as _skills
-from .tokenizer import build_tokenizer
-from .train import FULL, QUICK, ZooSize, make_model, train
+from recipe_compiler.zoo import skills as _skills
+from recipe_compiler.zoo.tokenizer import build_tokenizer
+from recipe_compiler.zoo.train import FULL, QUICK, ZooSize, make_model, train
 
 __all__ = ["ZooManifest", "ZooProgress", "FINETUNES", "build_zoo", "load_manifest", "sha256"]
 

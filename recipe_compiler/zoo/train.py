@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from .skills import Pair
+from recipe_compiler.zoo.skills import Pair
 
 IGNORE = -100
 

@@ -28,7 +28,7 @@ The package: `yaml_nodes` reads the text into positioned nodes within those limi
 `Recipe` as YAML; `common` holds what both directions know of mergekit.
 """
 
-from .common import (
+from recipe_compiler.interop.mergekit.common import (
     BOOL_PARAMETERS,
     END_TENSORS,
     KEYWORDS,
@@ -40,9 +40,9 @@ from .common import (
     SCALE_FILTERS,
     TOP_KEYS,
 )
-from .exporter import export_recipe
-from .importer import import_config
-from .yaml_nodes import (
+from recipe_compiler.interop.mergekit.exporter import export_recipe
+from recipe_compiler.interop.mergekit.importer import import_config
+from recipe_compiler.interop.mergekit.yaml_nodes import (
     MAX_ALIASED_NODES,
     MAX_CHARS,
     MAX_DEPTH,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import reprlib
 
-from .. import methods
+from recipe_compiler import methods
 
 # The merge methods, their mergekit parameters and both tools' defaults: methods/<name>.py.
 # passthrough is mergekit's take.

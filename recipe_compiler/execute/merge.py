@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import methods
-from .plan import Combine
+from recipe_compiler import methods
+from recipe_compiler.plan import Combine
 
 if TYPE_CHECKING:
     import torch

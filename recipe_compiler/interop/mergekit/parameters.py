@@ -11,10 +11,16 @@ import math
 
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from .. import methods
-from .common import BOOL_PARAMETERS, LAYER_TENSOR, PARAMETERS, SCALE_FILTERS, _show
-from .config import _Config, _Slice
-from .yaml_nodes import _Yaml
+from recipe_compiler import methods
+from recipe_compiler.interop.mergekit.common import (
+    BOOL_PARAMETERS,
+    LAYER_TENSOR,
+    PARAMETERS,
+    SCALE_FILTERS,
+    _show,
+)
+from recipe_compiler.interop.mergekit.config import _Config, _Slice
+from recipe_compiler.interop.mergekit.yaml_nodes import _Yaml
 
 
 def _check_parameters(y: _Yaml, config: _Config) -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .plan import Plan, human_count, size_change
-from .recipe import Recipe
+from recipe_compiler.language.recipe import Recipe
+from recipe_compiler.plan import Plan, human_count, size_change
 
 _HUB_SNAPSHOT = re.compile(r"/models--([^/]+)--([^/]+)/snapshots/[^/]+$")
 

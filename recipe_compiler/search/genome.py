@@ -17,9 +17,9 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-from .. import methods
-from ..recipe import ClosedOp, Drop, Merge, Recipe, SlotDecl, Take
-from .space import SearchSpace, SlotSpace
+from recipe_compiler import methods
+from recipe_compiler.language.recipe import ClosedOp, Drop, Merge, Recipe, SlotDecl, Take
+from recipe_compiler.search.space import SearchSpace, SlotSpace
 
 
 @dataclass(frozen=True, slots=True)

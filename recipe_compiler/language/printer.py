@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
-from .recipe import (
+from recipe_compiler.language.recipe import (
     Choose,
     Drop,
     Merge,

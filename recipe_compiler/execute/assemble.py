@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .frontdoor import load_checked
-from .index import Models
-from .plan import lower
-from .recipe import Recipe
+from recipe_compiler.frontdoor import load_checked
+from recipe_compiler.language.recipe import Recipe
+from recipe_compiler.models.index import Models
+from recipe_compiler.plan import lower
 
 
 def load_recipe(path: Path) -> tuple[Recipe, Models]:
@@ -26,7 +26,7 @@ def assemble(recipe: Recipe, models: Models, *, device: str = "cpu"):
     """The recipe's model, in eval mode on `device`."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .execute import execute_to_state_dict
+    from recipe_compiler.execute import execute_to_state_dict
 
     plan = lower(recipe, models)
     config_dict = json.loads(plan.config_json)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from deap import base, creator, tools
 
-from ..recipe import Recipe
-from .genome import (
+from recipe_compiler.language.recipe import Recipe
+from recipe_compiler.search.genome import (
     Gene,
     Genome,
     crossover,
@@ -33,7 +33,7 @@ from .genome import (
     mutate,
     random_genome,
 )
-from .space import SearchSpace, rungs
+from recipe_compiler.search.space import SearchSpace, rungs
 
 # recipes and a rung -> per-task scores, one dict per recipe (in order)
 ScoreMap = Callable[[list[Recipe], int], list[dict[str, float]]]

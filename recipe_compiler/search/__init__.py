@@ -12,7 +12,7 @@ memory) -> run.py (the DEAP loop) -> report.py (files).
 
 from __future__ import annotations
 
-from .session import (
+from recipe_compiler.search.session import (
     EvolveError,
     LocalMap,
     Prepared,
@@ -21,7 +21,7 @@ from .session import (
     prepare,
     warm_starts,
 )
-from .space import Settings
+from recipe_compiler.search.space import Settings
 
 __all__ = ["EvolveError", "LocalMap", "Prepared", "Settings", "evolve", "make_evaluator",
            "prepare", "warm_starts"]

@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .arch import (
+from recipe_compiler.models.arch import (
     Architecture,
     common_problem,
     expected_shape,
@@ -33,7 +33,7 @@ from .arch import (
     names_in,
     supported_names,
 )
-from .arch.schema import kind_of, show
+from recipe_compiler.models.arch.schema import kind_of, show
 
 # safetensors dtype -> bytes per element
 DTYPE_SIZES = {

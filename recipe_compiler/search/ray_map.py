@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..recipe import Recipe
+from recipe_compiler.language.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class _Worker:
                  caches: bool) -> None:
         import torch
 
-        from .session import make_evaluator, prepare
+        from recipe_compiler.search.session import make_evaluator, prepare
 
         # One actor per CPU slot: more threads would fight the other actors on the node.
         torch.set_num_threads(threads)
@@ -87,7 +87,7 @@ class RayMap:
     def __init__(self, evaluator: Any, init_args: tuple, *, address: str | None = "auto",
                  workers: int | None = None, prefix_layers: int = PREFIX_LAYERS,
                  on_result: Callable[[RayMap, int], None] | None = None) -> None:
-        from .session import EvolveError
+        from recipe_compiler.search.session import EvolveError
 
         try:
             import ray
@@ -165,7 +165,7 @@ class RayMap:
             except ray.exceptions.RayActorError as exc:
                 self._replace(actor, exc)
                 if attempts + 1 >= MAX_ATTEMPTS:
-                    from .session import EvolveError
+                    from recipe_compiler.search.session import EvolveError
 
                     raise EvolveError(f"candidate {index} lost its Ray worker {MAX_ATTEMPTS} "
                                       f"times; last error: {_reason(exc)}") from None

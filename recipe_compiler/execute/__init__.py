@@ -33,7 +33,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .plan import BuildError, Combine, Convert, Copy, Output, Plan, Read, Task
+from recipe_compiler.plan import BuildError, Combine, Convert, Copy, Output, Plan, Read, Task
 
 if TYPE_CHECKING:
     import torch
@@ -181,7 +181,7 @@ def _as_float(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def compute(task: Task, inputs: _Inputs, held: dict[Read, torch.Tensor],
             device: torch.device, warnings: _Warnings | None = None) -> torch.Tensor:
     """The output tensor of a non-copy task, in its output dtype, on the CPU."""
-    from .merge import combine
+    from recipe_compiler.execute.merge import combine
 
     def value(r: Read) -> torch.Tensor:
         if r not in held:

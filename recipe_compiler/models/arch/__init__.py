@@ -28,7 +28,7 @@ from fnmatch import fnmatchcase
 from functools import cache, lru_cache
 from pathlib import Path
 
-from .schema import Docs, first_violation, show
+from recipe_compiler.models.arch.schema import Docs, first_violation, show
 
 HERE = Path(__file__).parent
 COMMON = "_common.json"

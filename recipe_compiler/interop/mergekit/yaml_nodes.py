@@ -18,8 +18,8 @@ from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
 from yaml.resolver import Resolver
 
-from ..source import Diagnostic, RecipeError, Source, Span, error
-from .common import _show
+from recipe_compiler.interop.mergekit.common import _show
+from recipe_compiler.language.source import Diagnostic, RecipeError, Source, Span, error
 
 # Limits on untrusted input. Real configs are a few kB with at most a few thousand YAML
 # nodes (an 80-layer merge written slice by slice: ~5,000), nest ~9 deep and use aliases, if

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..frontdoor import load
-from ..index import Models
-from ..recipe import Recipe
-from ..source import Diagnostic, RecipeError
-from .space import SearchSpace, build_space, read_settings, rungs, task_files
+from recipe_compiler.frontdoor import load
+from recipe_compiler.language.recipe import Recipe
+from recipe_compiler.language.source import Diagnostic, RecipeError
+from recipe_compiler.models.index import Models
+from recipe_compiler.search.space import SearchSpace, build_space, read_settings, rungs, task_files
 
 
 class EvolveError(Exception):
@@ -50,7 +50,7 @@ def _errors(diags: list[Diagnostic]) -> list[Diagnostic]:
 
 
 def _no_tasks(recipe: Recipe) -> Diagnostic:
-    from ..source import error
+    from recipe_compiler.language.source import error
 
     span = next((s.span for s in recipe.search or ()), None)
     return error("no tasks to score candidates on; add e.g. tasks = \"../zoo/tasks/val\" "
@@ -60,8 +60,8 @@ def _no_tasks(recipe: Recipe) -> Diagnostic:
 def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
     from transformers import AutoTokenizer
 
-    from ..evaluate import TaskError, load_task
-    from .fitness import Evaluator
+    from recipe_compiler.evaluate import TaskError, load_task
+    from recipe_compiler.search.fitness import Evaluator
 
     s = p.space.settings
     try:
@@ -125,8 +125,8 @@ class LocalMap:
 def warm_starts(evaluator, space: SearchSpace, samples: int = 32) -> dict[str, set[int]]:
     """Cheap pruning heuristics on the base (`tailorc prune`'s block influence and angular
     distance, on the search's own task texts, and drop-last): their drops seed generation 0."""
-    from ..evaluate import McItem
-    from ..prune import choose_drops, encode
+    from recipe_compiler.evaluate import McItem
+    from recipe_compiler.prune import choose_drops, encode
 
     n = space.slot_count - space.target_kept
     if n <= 0 or space.slot_count != len(evaluator._stack(space.base)):
@@ -147,8 +147,8 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
            resume: bool = False, recipe_path: Path | None = None, overrides: dict | None = None,
            on_generation: Callable | None = None, ray_address: str | None = None):
     """Run the search; write the run directory; return (best, pareto front, history)."""
-    from .report import write_outputs
-    from .run import Search, StateError
+    from recipe_compiler.search.report import write_outputs
+    from recipe_compiler.search.run import Search, StateError
 
     run_dir.mkdir(parents=True, exist_ok=True)
     evaluator = make_evaluator(p, device=device, caches=caches)
@@ -172,7 +172,7 @@ def _score_map(evaluator, workers: int, init: tuple, ray_address: str | None):
     `workers` actors, 0 = one per CPU/GPU of the cluster)."""
     if not ray_address:
         return LocalMap(evaluator, workers, init)
-    from .ray_map import RayMap
+    from recipe_compiler.search.ray_map import RayMap
 
     try:
         return RayMap(evaluator, init, address=ray_address, workers=workers or None)

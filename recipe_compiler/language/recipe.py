@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from . import methods
-from .source import Span
+from recipe_compiler import methods
+from recipe_compiler.language.source import Span
 
 MERGE_METHODS = methods.names()
 MERGE_FIELDS = ("weights", "normalize", "density", "t")  # the parameters with a field of their own

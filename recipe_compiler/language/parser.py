@@ -19,9 +19,8 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from . import methods
-from .methods import Method, Param
-from .recipe import (
+from recipe_compiler import methods
+from recipe_compiler.language.recipe import (
     DTYPES,
     MERGE_FIELDS,
     MERGE_METHODS,
@@ -39,7 +38,15 @@ from .recipe import (
     Take,
     Value,
 )
-from .source import Diagnostic, RecipeError, Source, Span, did_you_mean, error
+from recipe_compiler.language.source import (
+    Diagnostic,
+    RecipeError,
+    Source,
+    Span,
+    did_you_mean,
+    error,
+)
+from recipe_compiler.methods import Method, Param
 
 TOP_SETTINGS = ("name", "base_model", "dtype")
 MAX_SLOTS = 1 << 16  # far beyond any real model; keeps a typo from allocating billions
@@ -47,8 +54,8 @@ MAX_DIGITS = 18  # whole numbers up to 10**18: every real count; Python's int() 
 ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}  # what printer.py writes
 
 _GRAMMAR_PLACES = (
-    Path(__file__).parent / "grammar" / "tailor.lark",  # installed wheel
-    Path(__file__).parent.parent / "grammar" / "tailor.lark",  # source checkout
+    Path(__file__).parent.parent / "grammar" / "tailor.lark",  # installed wheel
+    Path(__file__).parent.parent.parent / "grammar" / "tailor.lark",  # source checkout
 )
 
 _local = threading.local()

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from yaml.nodes import Node, SequenceNode
 
-from ..parser import MAX_SLOTS
-from ..recipe import (
+from recipe_compiler.interop.mergekit.common import METHODS, REFUSED_KEYS, TOP_KEYS, _show
+from recipe_compiler.interop.mergekit.yaml_nodes import _Yaml
+from recipe_compiler.language.parser import MAX_SLOTS
+from recipe_compiler.language.recipe import (
     DTYPES,
 )
-from .common import METHODS, REFUSED_KEYS, TOP_KEYS, _show
-from .yaml_nodes import _Yaml
 
 
 def _unwritable(text: str) -> str | None:

@@ -11,10 +11,20 @@ import os
 import re
 from dataclasses import replace
 
-from .. import methods
-from ..methods import Method
-from ..parser import MAX_SLOTS
-from ..recipe import (
+from recipe_compiler import methods
+from recipe_compiler.interop.mergekit.common import (
+    END_TENSORS,
+    KEYWORDS,
+    LAYER_TENSOR,
+    PROJ_TENSOR,
+    _form,
+    _show,
+)
+from recipe_compiler.interop.mergekit.config import _Config, _one_line, _read_config, _Slice
+from recipe_compiler.interop.mergekit.parameters import _check_parameters, _param
+from recipe_compiler.interop.mergekit.yaml_nodes import MAX_ERRORS, _compose, _Yaml
+from recipe_compiler.language.parser import MAX_SLOTS
+from recipe_compiler.language.recipe import (
     MERGE_FIELDS,
     ClosedOp,
     Drop,
@@ -24,11 +34,8 @@ from ..recipe import (
     SlotDecl,
     Take,
 )
-from ..source import Diagnostic, RecipeError, Source, Span, error
-from .common import END_TENSORS, KEYWORDS, LAYER_TENSOR, PROJ_TENSOR, _form, _show
-from .config import _Config, _one_line, _read_config, _Slice
-from .parameters import _check_parameters, _param
-from .yaml_nodes import MAX_ERRORS, _compose, _Yaml
+from recipe_compiler.language.source import Diagnostic, RecipeError, Source, Span, error
+from recipe_compiler.methods import Method
 
 
 def import_config(text: str, path: str = "<config>") -> Recipe:

@@ -12,9 +12,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import methods
-from ..index import Models
-from ..recipe import (
+from recipe_compiler import methods
+from recipe_compiler.language.recipe import (
     Choose,
     ClosedOp,
     Drop,
@@ -26,7 +25,8 @@ from ..recipe import (
     concrete_ops,
     model_path,
 )
-from ..source import Diagnostic, did_you_mean, error
+from recipe_compiler.language.source import Diagnostic, did_you_mean, error
+from recipe_compiler.models.index import Models
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from dataclasses import replace
 
 import yaml
 
-from .. import methods
-from ..index import Models
-from ..recipe import (
+from recipe_compiler import methods
+from recipe_compiler.interop.mergekit.common import SCALE_FILTERS, _form, _needs_base
+from recipe_compiler.language.recipe import (
     Choose,
     ClosedOp,
     Drop,
@@ -27,8 +27,8 @@ from ..recipe import (
     Take,
     model_path,
 )
-from ..source import Diagnostic, RecipeError, Span, error
-from .common import SCALE_FILTERS, _form, _needs_base
+from recipe_compiler.language.source import Diagnostic, RecipeError, Span, error
+from recipe_compiler.models.index import Models
 
 # --- export ----------------------------------------------------------------------------
 

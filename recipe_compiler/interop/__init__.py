@@ -1,0 +1,1 @@
+"""Other tools' formats, converted exactly or not at all: `mergekit` (YAML configs)."""
