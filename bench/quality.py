@@ -43,7 +43,7 @@ def test_scores(model, tok, tasks, limit) -> dict[str, float]:
 
 
 def recipe_scores(text: str, where: Path, tasks, tok, limit) -> dict[str, float]:
-    from recipe_compiler.check import load_and_check
+    from recipe_compiler.compiler.check import load_and_check
 
     recipe = parse(text, str(where / "r.tr"))
     models, diags = load_and_check(recipe, require_closed=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe_compiler.families import make_family
+from recipe_compiler.zoo.families import make_family
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("TAILOR_UPDATE_GOLDEN") == "1"

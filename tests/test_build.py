@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipe_compiler.check import load_and_check
+from recipe_compiler.compiler.check import load_and_check
+from recipe_compiler.compiler.plan import lower
 from recipe_compiler.execute.output import write_checkpoint
 from recipe_compiler.language.parser import parse
-from recipe_compiler.plan import lower
 
 # arch -> (layer prefix, tensors that scale= multiplies), written out independently of
 # recipe_compiler/models/arch/*.json so a mistake there shows up here.

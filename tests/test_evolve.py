@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from recipe_compiler.check import check
+from recipe_compiler.compiler.check import check
+from recipe_compiler.compiler.plan import lower
 from recipe_compiler.language.parser import parse
 from recipe_compiler.language.source import RecipeError
-from recipe_compiler.plan import lower
 from recipe_compiler.search import EvolveError, make_evaluator, prepare
 from recipe_compiler.search.genome import decode, kept_count, mutate, random_genome
 from recipe_compiler.search.run import Search

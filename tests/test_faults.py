@@ -238,9 +238,9 @@ def test_nan_in_inputs_is_a_warning_naming_the_tensor(fam, tmp_path, capsys, tex
 
 
 def test_overflow_in_a_computed_tensor_is_a_warning(fam, tmp_path):
-    from recipe_compiler.check import load_and_check
+    from recipe_compiler.compiler.check import load_and_check
+    from recipe_compiler.compiler.plan import lower
     from recipe_compiler.language.parser import parse_file
-    from recipe_compiler.plan import lower
 
     text = TAKE.replace("slot 3 = drop", "slot 3 = take(base, scale=1e30)") + "dtype = float16\n"
     r = parse_file(recipe(tmp_path, fam, text=text))
@@ -253,9 +253,9 @@ def test_overflow_in_a_computed_tensor_is_a_warning(fam, tmp_path):
 
 
 def test_finite_inputs_give_no_warning_and_check_can_be_skipped(fam, tmp_path, monkeypatch):
-    from recipe_compiler.check import load_and_check
+    from recipe_compiler.compiler.check import load_and_check
+    from recipe_compiler.compiler.plan import lower
     from recipe_compiler.language.parser import parse_file
-    from recipe_compiler.plan import lower
 
     _poison(fam / "math" / "model.safetensors", "layers.5.mlp.up_proj.weight", float("inf"))
     r = parse_file(recipe(tmp_path, fam, text=MERGE))
@@ -435,7 +435,7 @@ def test_sigkill_during_build_slow(tmp_path, kill_setup):
 @pytest.mark.slow
 def test_external_sigkill_after_random_delay(tmp_path):
     """A model big enough (~90 MB) for kills to land anywhere in a real build."""
-    from recipe_compiler.families import make_family
+    from recipe_compiler.zoo.families import make_family
 
     make_family(tmp_path / "big", "llama", ("base", "math"), layers=8, hidden=512,
                 vocab=2048, seed=0)

@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.lark import LarkStrategy, from_lark
 from lark.grammar import NonTerminal
 
-from recipe_compiler.check import check, load_and_check
+from recipe_compiler.compiler.check import check, load_and_check
+from recipe_compiler.compiler.plan import lower
 from recipe_compiler.language.parser import MAX_SLOTS, _lark, parse
 from recipe_compiler.language.printer import compact_slots, format_recipe
 from recipe_compiler.language.recipe import (
@@ -47,7 +48,6 @@ from recipe_compiler.language.recipe import (
     Take,
 )
 from recipe_compiler.language.source import Diagnostic, RecipeError, Source, render, render_all
-from recipe_compiler.plan import lower
 
 ROOT = Path(__file__).parent.parent
 SHIPPED = sorted((ROOT / "recipes").glob("*.tr")) + sorted((ROOT / "tests/golden").rglob("*.tr"))

@@ -44,10 +44,10 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from recipe_compiler.cli import main
-from recipe_compiler.families import ARCHES, make_family
 from recipe_compiler.models.arch import all_architectures, common_problem, schema_documents
 from recipe_compiler.models.arch.schema import SUPPORTED, first_violation, is_type
 from recipe_compiler.models.index import INDEX, ModelError, load_model
+from recipe_compiler.zoo.families import ARCHES, make_family
 
 FAST = {"config": 150, "header": 100, "index": 60, "transformers": 40, "jsonschema": 60}
 SLOW = {"all": 4400, "transformers": 500}

@@ -445,7 +445,7 @@ def test_calibration_files_load_or_fail_cleanly_slow(drawn):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer random Llama with the zoo's character tokenizer (make_family writes none)."""
-    from recipe_compiler.families import make_family
+    from recipe_compiler.zoo.families import make_family
     from recipe_compiler.zoo.tokenizer import build_tokenizer
 
     path = make_family(tmp_path_factory.mktemp("tiny"), "llama", ("base",), layers=2,

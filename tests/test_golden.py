@@ -11,10 +11,11 @@ import shutil
 
 import pytest
 
-from recipe_compiler.check import load_and_check
+from recipe_compiler.compiler.check import load_and_check
+from recipe_compiler.compiler.listing import format_plan
+from recipe_compiler.compiler.plan import lower
 from recipe_compiler.language.parser import parse_file
 from recipe_compiler.language.source import RecipeError, Source, render_all
-from recipe_compiler.plan import format_plan, lower
 
 from .conftest import GOLDEN, check_golden
 

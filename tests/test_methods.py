@@ -17,13 +17,13 @@ import torch
 from safetensors.torch import load_file
 
 from recipe_compiler import methods
-from recipe_compiler.check import load_and_check
+from recipe_compiler.compiler.check import load_and_check
+from recipe_compiler.compiler.plan import lower
 from recipe_compiler.execute.output import write_checkpoint
 from recipe_compiler.interop.mergekit import PARAMETERS, export_recipe, import_config
 from recipe_compiler.language.parser import parse
 from recipe_compiler.language.printer import format_recipe
 from recipe_compiler.language.source import RecipeError
-from recipe_compiler.plan import lower
 
 PACKAGE = Path(methods.__file__).parent.parent
 
@@ -68,13 +68,14 @@ def test_registry_declarations():
 
 def test_registry_imports_no_torch():
     code = ("import sys; import recipe_compiler.methods, recipe_compiler.language.parser, "
-            "recipe_compiler.check, recipe_compiler.plan, recipe_compiler.interop.mergekit, "
+            "recipe_compiler.compiler.check, recipe_compiler.compiler.plan, "
+            "recipe_compiler.interop.mergekit, "
             "recipe_compiler.search.space; assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
-STAGES = ("language/parser.py", "check.py", "plan.py", "execute/merge.py",
+STAGES = ("language/parser.py", "compiler/check.py", "compiler/plan.py", "execute/merge.py",
           "execute/__init__.py", "language/printer.py", "interop/mergekit/common.py",
           "interop/mergekit/config.py", "interop/mergekit/parameters.py",
           "interop/mergekit/importer.py", "interop/mergekit/exporter.py",
@@ -192,8 +193,8 @@ def test_dare_build_matches_direct_arithmetic_and_rebuilds_byte_identical(family
 
 
 def _merge(args: str, xs, base):
+    from recipe_compiler.compiler.plan import merge_expr
     from recipe_compiler.execute.merge import combine
-    from recipe_compiler.plan import merge_expr
 
     op = parse(f'model a = "a"\nmodel b = "b"\nslot 0 = merge(a, b, {args})').slots[0].op
     return combine(merge_expr(op, (), None, None, "0:x"), xs, base)

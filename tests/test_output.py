@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 from recipe_compiler import execute as execute_mod
-from recipe_compiler.check import load_and_check
 from recipe_compiler.cli import main
+from recipe_compiler.compiler.check import load_and_check
+from recipe_compiler.compiler.plan import lower
 from recipe_compiler.execute.output import write_checkpoint
 from recipe_compiler.language.parser import parse
-from recipe_compiler.plan import lower
 
 RECIPE = """
 name = "t"
@@ -125,9 +125,9 @@ def test_killed_build_leaves_no_output_and_is_cleaned_next_time(recipe_file, tmp
     script = textwrap.dedent(f"""
         import os, signal
         from recipe_compiler.execute import output
-        from recipe_compiler.check import load_and_check
+        from recipe_compiler.compiler.check import load_and_check
         from recipe_compiler.language.parser import parse_file
-        from recipe_compiler.plan import lower
+        from recipe_compiler.compiler.plan import lower
         r = parse_file({str(recipe_file)!r})
         models, _ = load_and_check(r, require_closed=True)
         def die(p):
@@ -172,7 +172,7 @@ def test_cli_exit_codes(recipe_file, tmp_path, capsys, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("recipe_compiler.frontdoor.load_and_check", boom)
+    monkeypatch.setattr("recipe_compiler.compiler.frontdoor.load_and_check", boom)
     assert main(["check", str(recipe_file)]) == 2
     assert "internal error" in capsys.readouterr().err
 

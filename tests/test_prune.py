@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipe_compiler.families import make_family
 from recipe_compiler.models.arch import find_architecture
 from recipe_compiler.prune import (
     angular_distances,
@@ -17,6 +16,7 @@ from recipe_compiler.prune import (
     removal_count,
     without_layers,
 )
+from recipe_compiler.zoo.families import make_family
 
 
 @pytest.fixture(scope="module")

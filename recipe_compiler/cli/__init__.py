@@ -5,9 +5,10 @@ Produces: checkpoints, listings and diagnostics on the terminal; exit status 0 (
 1 (a problem the user can fix: bad recipe, missing model, existing output, full disk, a bad
 flag) or 2 (an internal error: a bug in tailor, reported with a traceback).
 
-Modules: args (the parser), recipes (check, plan, build, fmt, import, export), models
-(eval, prune, zoo), search (evolve), files (safe small outputs), console (where text goes),
-progress (live progress of long work).
+Modules: args (the parser), one module per command (check, plan, build, fmt,
+import_config, export, eval, prune, zoo, evolve), common (the front door with warnings
+printed), files (safe small outputs), console (where text goes), progress (live progress of
+long work).
 """
 
 from __future__ import annotations
@@ -16,20 +17,20 @@ import os
 import traceback
 
 from recipe_compiler.cli.args import build_parser
+from recipe_compiler.cli.build import cmd_build
+from recipe_compiler.cli.check import cmd_check
 from recipe_compiler.cli.console import UserError, err
-from recipe_compiler.cli.models import cmd_eval, cmd_prune, cmd_zoo
-from recipe_compiler.cli.recipes import (
-    cmd_build,
-    cmd_check,
-    cmd_export,
-    cmd_fmt,
-    cmd_import,
-    cmd_plan,
-)
-from recipe_compiler.cli.search import cmd_evolve
+from recipe_compiler.cli.eval import cmd_eval
+from recipe_compiler.cli.evolve import cmd_evolve
+from recipe_compiler.cli.export import cmd_export
+from recipe_compiler.cli.fmt import cmd_fmt
+from recipe_compiler.cli.import_config import cmd_import
+from recipe_compiler.cli.plan import cmd_plan
+from recipe_compiler.cli.prune import cmd_prune
+from recipe_compiler.cli.zoo import cmd_zoo
+from recipe_compiler.compiler.plan import BuildError
 from recipe_compiler.language.source import RecipeError, render_all
 from recipe_compiler.models.index import ModelError
-from recipe_compiler.plan import BuildError
 
 __all__ = ["UserError", "build_parser", "main"]
 

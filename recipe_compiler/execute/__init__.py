@@ -33,7 +33,16 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recipe_compiler.plan import BuildError, Combine, Convert, Copy, Output, Plan, Read, Task
+from recipe_compiler.compiler.plan import (
+    BuildError,
+    Combine,
+    Convert,
+    Copy,
+    Output,
+    Plan,
+    Read,
+    Task,
+)
 
 if TYPE_CHECKING:
     import torch

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recipe_compiler.frontdoor import load_checked
+from recipe_compiler.compiler.frontdoor import load_checked
+from recipe_compiler.compiler.plan import lower
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.models.index import Models
-from recipe_compiler.plan import lower
 
 
 def load_recipe(path: Path) -> tuple[Recipe, Models]:

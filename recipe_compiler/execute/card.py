@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from recipe_compiler.compiler.listing import human_count, size_change
+from recipe_compiler.compiler.plan import Plan
 from recipe_compiler.language.recipe import Recipe
-from recipe_compiler.plan import Plan, human_count, size_change
 
 _HUB_SNAPSHOT = re.compile(r"/models--([^/]+)--([^/]+)/snapshots/[^/]+$")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from recipe_compiler import methods
-from recipe_compiler.plan import Combine
+from recipe_compiler.compiler.plan import Combine
 
 if TYPE_CHECKING:
     import torch

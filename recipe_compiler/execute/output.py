@@ -18,11 +18,11 @@ import os
 import shutil
 from pathlib import Path
 
+from recipe_compiler.compiler.plan import BuildError, Plan
 from recipe_compiler.execute import ProgressFn, WarnFn, execute
 from recipe_compiler.execute.card import hub_id, model_card
 from recipe_compiler.language.printer import format_recipe
 from recipe_compiler.language.recipe import Recipe, model_path
-from recipe_compiler.plan import BuildError, Plan
 
 TMP_TAG = ".tailor-tmp-"
 OLD_TAG = ".tailor-old-"

@@ -17,9 +17,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput
 
 from recipe_compiler import methods
+from recipe_compiler.language.arguments import ArgumentReader, _show
+from recipe_compiler.language.comments import _attach_comments
 from recipe_compiler.language.recipe import (
     DTYPES,
     MERGE_FIELDS,
@@ -31,7 +33,6 @@ from recipe_compiler.language.recipe import (
     Name,
     Op,
     Open,
-    Percent,
     Recipe,
     Setting,
     SlotDecl,
@@ -46,12 +47,11 @@ from recipe_compiler.language.source import (
     did_you_mean,
     error,
 )
+from recipe_compiler.language.syntax_errors import _syntax_error
 from recipe_compiler.methods import Method, Param
 
 TOP_SETTINGS = ("name", "base_model", "dtype")
 MAX_SLOTS = 1 << 16  # far beyond any real model; keeps a typo from allocating billions
-MAX_DIGITS = 18  # whole numbers up to 10**18: every real count; Python's int() caps at 4300
-ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r"}  # what printer.py writes
 
 _GRAMMAR_PLACES = (
     Path(__file__).parent.parent / "grammar" / "tailor.lark",  # installed wheel
@@ -121,58 +121,6 @@ def parse_partial(text: str, path: str = "<recipe>") -> tuple[Recipe, list[Diagn
     return recipe, builder.diags
 
 
-# --- syntax errors ---------------------------------------------------------------
-
-_READABLE = {
-    "NAME": "a name", "INT": "a whole number", "NUMBER": "a number", "PERCENT": "a percentage",
-    "STRING": 'a quoted string', "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
-    "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','", "EQUAL": "'='", "DROP": "'drop'",
-    "OPEN": "'?'", "TAKE": "'take'", "MERGE": "'merge'", "CHOOSE": "'choose'",
-    "MODEL": "'model'", "SLOT": "'slot'", "SEARCH": "'search'", "__ANON_0": "'..'",
-    "LESSTHAN": "'<='", "MORETHAN": "'>='", "$END": "end of file",
-}
-
-
-def _expected(names: set[str]) -> str:
-    words = sorted({_READABLE.get(n, repr(n.strip('"').lower())) for n in names})
-    if len(words) > 6:
-        words = words[:6] + ["..."]
-    return ", ".join(words)
-
-
-def _syntax_error(exc: UnexpectedInput, path: str, text: str) -> Diagnostic:
-    line, col = max(exc.line, 1), max(exc.column, 1)
-    if isinstance(exc, UnexpectedCharacters):
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
-        return error(f"unexpected character {char!r}", Span(path, line, col, line, col + 1),
-                     hint=_syntax_hint(char))
-    if isinstance(exc, UnexpectedEOF) or (
-        isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
-    ):
-        lines = text.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
-        return error(
-            f"unexpected end of file; expected {_expected(set(exc.expected))}",
-            Span(path, line, col, line, col + 1),
-        )
-    assert isinstance(exc, UnexpectedToken)
-    tok = exc.token
-    end = tok.end_column if tok.end_line == tok.line else col + 1
-    return error(
-        f"unexpected {tok.value!r}; expected {_expected(set(exc.expected))}",
-        Span(path, line, col, line, end or col + 1),
-        hint=_syntax_hint(tok.value),
-    )
-
-
-def _syntax_hint(found: str) -> str | None:
-    if found in {"layers", "layer_range", "slice", "slices"}:
-        return "slots are written 'slot 0..4 = take(base)' (half-open, like layer_range)"
-    if found == ":":
-        return "ranges are written with '..', e.g. 'slot 0..4 = take(base)'"
-    return None
-
-
 # --- tree -> IR ----------------------------------------------------------------------
 
 
@@ -183,7 +131,7 @@ def _span(path: str, node: Tree | Token) -> Span:
     return Span(path, m.line, m.column, m.end_line, m.end_column)
 
 
-class _Builder:
+class _Builder(ArgumentReader):
     """Walks the parse tree; collects diagnostics instead of raising on the first one."""
 
     def __init__(self, path: str):
@@ -420,181 +368,4 @@ class _Builder:
         return self.float_arg(kwargs, p.name, p.low if p.low is not None else -math.inf,
                               p.high, open_low=p.open_low)
 
-    # argument values
-
-    def known_kwargs(self, where: str, kwargs: dict, allowed: tuple[str, ...]) -> None:
-        for key, (_, tree) in kwargs.items():
-            if key not in allowed:
-                self.err(f"{where} has no argument '{key}' ({did_you_mean(key, allowed)})",
-                         self.arg_spans.get(key) or tree)
-
-    def int_arg(self, kwargs: dict, key: str) -> int | None:
-        if key not in kwargs:
-            return None
-        value, tree = kwargs[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.err(f"'{key}' must be a whole number >= 0, got {_show(value)}", tree)
-            return None
-        return value
-
-    def float_arg(self, kwargs: dict, key: str, low: float, high: float | None,
-                  open_low: bool = False) -> float | None:
-        if key not in kwargs:
-            return None
-        value, tree = kwargs[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.err(f"'{key}' must be a number, got {_show(value)}", tree)
-            return None
-        too_low = value <= low if open_low else value < low
-        if too_low or (high is not None and value > high):
-            bound = f"in ({low:g}, {high:g}]" if open_low else (
-                f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}")
-            self.err(f"'{key}' must be {bound}, got {_show(value)}", tree)
-            return None
-        return float(value)
-
-    def bool_arg(self, kwargs: dict, key: str) -> bool | None:
-        if key not in kwargs:
-            return None
-        value, tree = kwargs[key]
-        if not isinstance(value, bool):
-            self.err(f"'{key}' must be true or false, got {_show(value)}", tree)
-            return None
-        return value
-
-    def name_arg(self, kwargs: dict, key: str, known: tuple[str, ...]) -> str | None:
-        if key not in kwargs:
-            return None
-        value, tree = kwargs[key]
-        name = value.id if isinstance(value, Name) else value
-        if name not in known:
-            self.err(f"unknown {key} {_show(value)} ({did_you_mean(str(name), known)})", tree)
-            return None
-        return name
-
-    def weights_arg(self, kwargs: dict, count: int) -> tuple[float, ...] | None:
-        if "weights" not in kwargs:
-            return None
-        value, tree = kwargs["weights"]
-        ok = isinstance(value, tuple) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        if not ok:
-            self.err(f"'weights' must be a list of numbers, got {_show(value)}", tree)
-            return None
-        if len(value) != count:
-            self.err(f"'weights' lists {len(value)} number(s) for {count} model(s)", tree)
-            return None
-        return tuple(float(v) for v in value)
-
-    def value(self, tree: Tree) -> Value:
-        kind = tree.data
-        if kind == "list":
-            return tuple(self.value(c) for c in tree.children)
-        tok = tree.children[0]
-        text = str(tok)
-        if kind == "string":
-            return self.string(tok)
-        if kind == "percent":
-            return Percent(self.finite(text[:-1], tok))
-        if kind == "number":
-            return self.whole(tok) if text.lstrip("+-").isdigit() else self.finite(text, tok)
-        if text in ("true", "false"):
-            return text == "true"
-        return Name(text)
-
-    # Numbers and strings are checked here, not left to Python: float("1e999") is inf (which
-    # no printer can write back), int() refuses over 4300 digits, and a string's escapes
-    # must mean one thing (found by tests/test_fuzz.py).
-
-    def whole(self, tok: Token) -> int:
-        text = str(tok)
-        if len(text.lstrip("+-0")) > MAX_DIGITS:
-            self.err(f"number {_clip(text)} is too large (at most {MAX_DIGITS} digits)", tok)
-            return 0
-        return int(text)
-
-    def finite(self, text: str, tok: Token) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            self.err(f"number {_clip(text)} is out of range", tok)
-            return 0.0
-        return value
-
-    def string(self, tok: Token) -> str:
-        body = str(tok)[1:-1]
-        if "\\" not in body:
-            return body
-        out, i = [], 0
-        while i < len(body):
-            c = body[i]
-            if c == "\\":
-                nxt = body[i + 1]  # STRING never ends in a lone backslash
-                if nxt not in ESCAPES:
-                    col = tok.column + 1 + i
-                    self.err(f"unknown escape '\\{nxt}' in a string", Span(
-                        self.path, tok.line, col, tok.line, col + 2),
-                        hint="escapes are \\\\ \\\" \\n \\t \\r; write \\\\ "
-                             "for a backslash (or use / in paths)")
-                out.append(ESCAPES.get(nxt, nxt))
-                i += 2
-            else:
-                out.append(c)
-                i += 1
-        return "".join(out)
-
-
 _NUMBERS = {1: "one", 2: "two", 3: "three"}
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= 24 else f"{text[:10]}...{text[-10:]}"
-
-
-def _show(value: Value) -> str:
-    if isinstance(value, Name):
-        return value.id
-    if isinstance(value, Percent):
-        return f"{value.value:g}%"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    return str(value).lower() if isinstance(value, bool) else repr(value)
-
-
-def _attach_comments(tokens: list[Token], anchors: list[tuple[str, Tree]], text: str):
-    """Give each comment to the statement it sits above or at the end of."""
-    lines = text.split("\n")  # as Lark counts lines: a form feed or \r is not a line break
-    out: list[tuple[str, list[str], str | None]] = [(a, [], None) for a, _ in anchors]
-    header: list[str] = []
-    footer: list[str] = []
-    starts = [t.meta.line for _, t in anchors]
-    ends = [t.meta.end_line for _, t in anchors]
-    for tok in tokens:
-        body = str(tok).rstrip()
-        own_line = lines[tok.line - 1][: tok.column - 1].strip() == ""
-        if not own_line:
-            # At the end of a statement's last line, else of its first (`search {  # c`):
-            # where the printer puts it back, so that fmt is stable.
-            i = max((k for k, e in enumerate(ends) if e == tok.line), default=None)
-            if i is None:
-                i = next((k for k, s in enumerate(starts) if s == tok.line), None)
-            if i is not None:
-                out[i] = (out[i][0], out[i][1], body)
-                continue
-        nxt = next((k for k, s in enumerate(starts) if s > tok.line), None)
-        if nxt is None:
-            footer.append(body)
-        elif nxt == 0 and _blank_line_between(lines, tok.line, starts[0]):
-            header.append(body)
-        else:
-            out[nxt][1].append(body)
-    result = [("header", tuple(header), None)] if header else []
-    result += [(a, tuple(above), tr) for a, above, tr in out if above or tr]
-    if footer:
-        result.append(("footer", tuple(footer), None))
-    return tuple(result)
-
-
-def _blank_line_between(lines: list[str], after: int, before: int) -> bool:
-    return any(not lines[i - 1].strip() for i in range(after + 1, before))

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 
 import torch
 
+from recipe_compiler.compiler.plan import merge_expr, needs_base, tensor_key
 from recipe_compiler.evaluate import McItem, Task
 from recipe_compiler.evaluate.loglik import encode_pairs, encode_texts
 from recipe_compiler.execute.merge import combine
 from recipe_compiler.language.recipe import ClosedOp, Drop, Merge, Recipe, Take
 from recipe_compiler.models.index import Models
-from recipe_compiler.plan import merge_expr, needs_base, tensor_key
 
 FAST_ARCHES = ("llama", "mistral", "qwen2", "qwen3")
 # Below every real fitness (a weighted mean of accuracies, in [0, 1]); finite, so that

@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recipe_compiler.compiler.listing import size_change
 from recipe_compiler.execute.output import relocate
 from recipe_compiler.language.printer import format_recipe
 from recipe_compiler.language.recipe import Drop, Merge, Recipe, SlotDecl, Take
-from recipe_compiler.plan import size_change
 from recipe_compiler.search.genome import decode, genome_from_drops, kept_count
 from recipe_compiler.search.run import write_history
 

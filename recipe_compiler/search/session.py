@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipe_compiler.frontdoor import load
+from recipe_compiler.compiler.frontdoor import load
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.language.source import Diagnostic, RecipeError
 from recipe_compiler.models.index import Models

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipe_compiler.check import load_and_check
+from recipe_compiler.compiler.check import load_and_check
 from recipe_compiler.language.parser import parse_partial, read_source
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.language.source import Diagnostic, RecipeError, Source
