@@ -989,3 +989,24 @@ def test_eval_and_prune_refuse_what_check_refuses(seeds, command, case):
 def test_common_problem_needs_no_architecture():
     assert common_problem({"architectures": ["X"], "model_type": "x"}) is None
     assert "architectures[0] is 5" in common_problem({"architectures": [5], "model_type": "x"})
+
+
+def test_architecture_files_match_their_own_schema_and_a_bad_one_names_its_key(tmp_path):
+    """arch/_architecture.json describes an architecture file; every shipped file passes it
+    by jsonschema too, and a malformed one is refused naming the file and the key."""
+    from jsonschema import Draft202012Validator
+
+    from recipe_compiler.models.arch import ARCHITECTURE_SCHEMA, HERE, _load
+
+    schema = json.loads((HERE / ARCHITECTURE_SCHEMA).read_text())
+    Draft202012Validator.check_schema(schema)
+    assert not set(_keywords(schema)) - SUPPORTED
+    for path in sorted(HERE.glob("*.json")):
+        if not path.name.startswith("_"):
+            Draft202012Validator(schema).validate(json.loads(path.read_text()))
+    bad = json.loads((HERE / "llama.json").read_text())
+    bad["tied_embeddings"]["head"] = 5
+    del bad["layer_shapes"]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"bad.json: not a valid architecture file: "):
+        _load(tmp_path / "bad.json")

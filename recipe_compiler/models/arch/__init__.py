@@ -222,8 +222,17 @@ def _shapes(table: dict) -> Shapes:
     return tuple((name, tuple(dims)) for name, dims in table.items())
 
 
+ARCHITECTURE_SCHEMA = "_architecture.json"  # what an architecture file itself must hold
+
+
 def _load(path: Path) -> Architecture:
+    """One architecture file, checked against `_architecture.json` first: a malformed file
+    is an error naming the file and the key, not a KeyError somewhere later."""
     data = json.loads(path.read_text())
+    schema = json.loads((HERE / ARCHITECTURE_SCHEMA).read_text())
+    violation = first_violation(data, schema, {ARCHITECTURE_SCHEMA: schema}, ARCHITECTURE_SCHEMA)
+    if violation is not None:
+        raise ValueError(f"{path.name}: not a valid architecture file: {violation}")
     tied = data["tied_embeddings"]
     if data["num_layers_key"] not in data["config"]["required"]:
         raise ValueError(f"{path.name}: config must require {data['num_layers_key']}")
