@@ -12,15 +12,13 @@ from recipe_compiler.language.printer import format_recipe
 
 def cmd_import(args: argparse.Namespace) -> int:
     from recipe_compiler.interop.mergekit import import_config
+    from recipe_compiler.textfile import FileProblem, read_regular
 
     try:
-        if args.config.exists() and not args.config.is_file():  # a FIFO would block the read
-            raise OSError(21, "not a regular file")
-        if args.config.stat().st_size > 16 * 2**20:
-            raise OSError(27, "larger than 16 MiB; not a mergekit config")
-        text = args.config.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        text = read_regular(args.config, 16 * 2**20).decode("utf-8")
+    except (FileProblem, UnicodeDecodeError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else \
+            str(exc).removeprefix("cannot read: ")
         raise UserError(f"{args.config}: cannot read ({reason})") from None
     recipe = import_config(text, str(args.config))
     recipe_text = format_recipe(recipe)

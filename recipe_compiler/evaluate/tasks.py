@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from recipe_compiler.textfile import FileProblem, read_regular
 
 TaskKind = Literal["mc", "gen", "ppl"]
 
@@ -153,63 +154,10 @@ def _task_files(path: Path) -> list[Path]:
 
 
 def _read_regular_file(path: Path) -> bytes:
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever; on a
-    # regular file it changes nothing. The type is checked on the open descriptor, so a file
-    # swapped for something else after a check cannot slip through.
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        fd = os.open(path, flags)
-    except (OSError, ValueError) as exc:
-        raise TaskError(
-            path, None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise TaskError(path, None, f"not a regular file ({_file_type(info.st_mode)})")
-        if info.st_size > MAX_TASK_BYTES:
-            raise TaskError(
-                path,
-                None,
-                f"{_mib(info.st_size)}; task files are limited to {_mib(MAX_TASK_BYTES)}",
-            )
-        data = _read_at_most(fd, MAX_TASK_BYTES + 1, expected=info.st_size)
-    except OSError as exc:
-        raise TaskError(path, None, f"cannot read: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_TASK_BYTES:  # it grew while being read
-        raise TaskError(path, None, f"over {_mib(MAX_TASK_BYTES)}, the limit for task files")
-    return data
-
-
-def _read_at_most(fd: int, limit: int, expected: int) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    while total < limit:
-        # Ask for what the file should still hold (plus a little, to see the end): os.read
-        # allocates the full request up front.
-        chunk = os.read(fd, min(limit - total, max(expected - total, 0) + 65536))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
-
-
-def _file_type(mode: int) -> str:
-    kinds = [
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ]
-    return next((name for test, name in kinds if test(mode)), f"file type {stat.S_IFMT(mode):o}")
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+        return read_regular(path, MAX_TASK_BYTES)
+    except FileProblem as exc:
+        raise TaskError(path, None, str(exc)) from None
 
 
 class _BadJson(ValueError):

@@ -49,8 +49,10 @@ from recipe_compiler.language.source import (
 )
 from recipe_compiler.language.syntax_errors import _syntax_error
 from recipe_compiler.methods import Method, Param
+from recipe_compiler.textfile import FileProblem, read_regular
 
 TOP_SETTINGS = ("name", "base_model", "dtype")
+MAX_RECIPE_BYTES = 16 * 2**20  # a recipe is a page of text; this is a typo (a model file)
 MAX_SLOTS = 1 << 16  # far beyond any real model; keeps a typo from allocating billions
 
 _GRAMMAR_PLACES = (
@@ -81,11 +83,10 @@ def _lark() -> Lark:
 def read_source(path: str | Path) -> Source:
     """A recipe file's text; an unreadable file is a user error, not a traceback."""
     try:
-        if Path(path).exists() and not Path(path).is_file():  # a FIFO would block the read
-            raise OSError(21, "not a regular file")
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        text = read_regular(path, MAX_RECIPE_BYTES).decode("utf-8")
+    except (FileProblem, UnicodeDecodeError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else \
+            str(exc).removeprefix("cannot read: ")
         diag = error(f"cannot read recipe: {reason}", Span.whole_file(str(path)))
         raise RecipeError([diag]) from None
     return Source(str(path), text)
