@@ -19,10 +19,10 @@ from recipe_compiler.language.recipe import (
     Recipe,
     SlotDecl,
     concrete_ops,
-    model_path,
     op_models,
 )
 from recipe_compiler.language.source import Diagnostic, Span, did_you_mean, error, warning
+from recipe_compiler.models.hub import locate
 from recipe_compiler.models.index import ModelError, ModelInfo, Models, load_model
 
 
@@ -33,7 +33,7 @@ def load_models(recipe: Recipe) -> tuple[Models, list[Diagnostic]]:
         if decl.name in models:
             continue
         try:
-            models[decl.name] = load_model(decl.name, model_path(recipe, decl.path))
+            models[decl.name] = load_model(decl.name, locate(recipe, decl.path))
         except ModelError as exc:
             diags.append(error(f"model '{decl.name}': {exc}", decl.path_span))
     return models, diags

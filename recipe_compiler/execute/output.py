@@ -23,6 +23,8 @@ from recipe_compiler.execute import ProgressFn, WarnFn, execute
 from recipe_compiler.execute.card import hub_id, model_card
 from recipe_compiler.language.printer import format_recipe
 from recipe_compiler.language.recipe import Recipe, model_path
+from recipe_compiler.models.hub import hub_id as named_id
+from recipe_compiler.models.hub import hub_reference
 
 TMP_TAG = ".tailor-tmp-"
 OLD_TAG = ".tailor-old-"
@@ -107,6 +109,7 @@ def _alive(pid: int) -> bool:
 def relocate(recipe: Recipe, out: Path) -> Recipe:
     """The recipe with model paths relative to `out`, so OUT/recipe.tr rebuilds as is."""
     models = tuple(
+        m if hub_reference(recipe, m.path) else  # a Hub id means the same from anywhere
         dataclasses.replace(m, path=os.path.relpath(os.path.abspath(model_path(recipe, m.path)),
                                                     os.path.abspath(out)))
         for m in recipe.models
@@ -147,7 +150,8 @@ def _mkdir(path: Path) -> None:
 def _write_metadata(recipe: Recipe, plan: Plan, tmp: Path, out: Path) -> None:
     moved = relocate(recipe, out)
     text = format_recipe(moved)
-    ids = {m.name: hub_id(model_path(recipe, m.path)) for m in recipe.models}
+    ids = {m.name: named_id(recipe, m.path) or hub_id(model_path(recipe, m.path))
+           for m in recipe.models}
     files = {"config.json": plan.config_json, "recipe.tr": text,
              "README.md": model_card(moved, plan, text, ids)}
     if plan.index_json is not None:

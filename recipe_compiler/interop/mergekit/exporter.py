@@ -28,6 +28,7 @@ from recipe_compiler.language.recipe import (
     model_path,
 )
 from recipe_compiler.language.source import Diagnostic, RecipeError, Span, error
+from recipe_compiler.models.hub import hub_reference
 from recipe_compiler.models.index import Models
 
 # --- export ----------------------------------------------------------------------------
@@ -90,8 +91,8 @@ class _Exporter:
         """As written, or (given the loaded models) as found from the working directory,
         which is where mergekit resolves relative paths."""
         decl = self.recipe.model(name)
-        if decl is None or self.models is None:
-            return decl.path if decl else name
+        if decl is None or self.models is None or hub_reference(self.recipe, decl.path):
+            return decl.path if decl else name  # a Hub id stays a Hub id
         return os.path.normpath(model_path(self.recipe, decl.path))
 
     def source(self, name: str, layer: int, n: int, params: dict | None = None) -> dict:
