@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recipe_compiler.cli import main
+from tests.deadline import deadline
 
 NUMBERS = ("0", "1", "-1", "2", "3", "1000000000000", "99999999999999999999999", "inf", "-inf",
            "nan", "1e309", "0.5", "1e-9", "25%", "inf%", "nan%", "-5%", "150%", "0%", "abc",
@@ -47,10 +47,6 @@ COMMANDS = {
 VALID = {"limit": "3", "batch": "4", "remove": "2", "samples": "4", "shard": "5GB",
          "population": "2", "generations": "1", "min_limit": "2", "seed": "0"}
 PATH_SLOTS = ("model", "taskfile", "text", "recipe", "search", "config", "out_file", "out_dir")
-
-
-class Timeout(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -132,19 +128,11 @@ def run_case(workspace: Path, tmp: Path, command: str, values: dict) -> None:
             argv.append(valid_path(workspace, slot, out) if slot in PATH_SLOTS else VALID[slot])
     before = snapshot(workspace)
 
-    def on_alarm(*_):
-        raise Timeout(f"{argv} ran past 20 s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(20)
-    try:
+    with deadline(20):
         try:
             code = main(argv)
         except SystemExit as exc:
             code = exc.code
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
     assert code in (0, 1), (argv, code)
     if code == 1:
         assert not any(out.iterdir()), (argv, list(out.iterdir()))

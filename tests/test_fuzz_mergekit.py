@@ -25,8 +25,6 @@ random ones. Counts are in docs/reliability.md.
 
 from __future__ import annotations
 
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,6 +45,7 @@ from recipe_compiler.language.parser import parse
 from recipe_compiler.language.printer import compact_slots, format_recipe
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.language.source import RecipeError, Source, render, render_all
+from tests.deadline import deadline
 
 from .test_fuzz import recipes
 
@@ -67,24 +66,6 @@ def slow(name: str):
 
 
 # --- the properties -----------------------------------------------------------------------
-
-
-class Hang(BaseException):
-    """Raised by the alarm; a BaseException, so that no `except Exception` swallows it."""
-
-
-@contextmanager
-def deadline(seconds: float):
-    def ring(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def outcome(text: str, path: str = "fuzz.yml") -> Recipe | RecipeError:

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import struct
 import tempfile
 import time
@@ -48,6 +47,7 @@ from recipe_compiler.models.arch import all_architectures, common_problem, schem
 from recipe_compiler.models.arch.schema import SUPPORTED, first_violation, is_type
 from recipe_compiler.models.index import INDEX, ModelError, load_model
 from recipe_compiler.zoo.families import ARCHES, make_family
+from tests.deadline import deadline
 
 FAST = {"config": 150, "header": 100, "index": 60, "transformers": 40, "jsonschema": 60}
 SLOW = {"all": 4400, "transformers": 500}
@@ -107,20 +107,6 @@ def case_dir(seed: Path) -> Iterator[Path]:
 
 
 # --- the property -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def load(d: Path):

@@ -123,10 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     im = command("import", "convert a mergekit config (YAML) into a recipe",
                  "Convert a mergekit config into a recipe that builds the same tensors "
-                 "(passthrough, linear, task_arithmetic and ties slices with scalar "
-                 "parameters). What tailor cannot express exactly is an error naming the YAML "
-                 "key and its line. Model paths are kept as written; tailor needs local "
-                 "checkpoint directories, found relative to the recipe file.")
+                 "(passthrough slices and the merge methods tailor has: linear, "
+                 "task_arithmetic, ties, dare_linear, dare_ties). What tailor cannot "
+                 "express exactly is an error naming the YAML key and its line. Models are "
+                 "kept as written: local directories (found relative to the recipe file) or "
+                 "Hugging Face Hub ids.")
     im.add_argument("config", type=Path, metavar="CONFIG")
     im.add_argument("-o", "--output", type=Path, default=None, metavar="RECIPE",
                     help="write the recipe here (default: print it)")

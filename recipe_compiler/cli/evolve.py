@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from recipe_compiler.cli.console import UserError, err, out, pick_device
-from recipe_compiler.cli.files import check_parent
+from recipe_compiler.cli.files import check_parent, input_holding
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:
@@ -76,12 +76,10 @@ def _check_run_dir(run_dir: Path, prepared, recipe_path: Path) -> None:
     neither an input nor inside one (its files would be written among a model's)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: exists and is not a directory; give -o a directory")
-    target = run_dir.resolve()
     inputs = [m.path for m in prepared.models.values()] + [recipe_path]
-    for given in inputs:
-        src = Path(given).resolve()
-        if target == src or src in target.parents:
-            raise UserError(f"{run_dir}: is or is inside an input ({given}); choose another -o")
+    given = input_holding(run_dir, inputs)
+    if given is not None:
+        raise UserError(f"{run_dir}: is or is inside an input ({given}); choose another -o")
     if run_dir.is_dir():
         strangers = sorted(p.name for p in run_dir.iterdir()
                            if p.name not in RUN_FILES and ".tmp-" not in p.name)

@@ -13,14 +13,22 @@ from pathlib import Path
 from recipe_compiler.cli.console import UserError
 
 
-def check_new_file(path: Path, force: bool, inputs: list[Path] = ()) -> None:
-    """Refuse to write `path` over a directory, an input, or (without --force) a file."""
+def input_holding(path: Path, inputs) -> Path | None:
+    """The input that `path` is, or lies inside (through links and `..` alike), if any."""
     target = path.resolve()
     for given in inputs:
-        src = given.resolve()
+        src = Path(given).resolve()
         if target == src or src in target.parents:
-            where = "an input" if target == src else "inside an input"
-            raise UserError(f"{path}: is {where} ({given}); write the output elsewhere")
+            return Path(given)
+    return None
+
+
+def check_new_file(path: Path, force: bool, inputs: list[Path] = ()) -> None:
+    """Refuse to write `path` over a directory, an input, or (without --force) a file."""
+    given = input_holding(path, inputs)
+    if given is not None:
+        where = "an input" if path.resolve() == given.resolve() else "inside an input"
+        raise UserError(f"{path}: is {where} ({given}); write the output elsewhere")
     if path.is_dir():
         raise UserError(f"{path}: is a directory; give a file name")
     if path.exists() and not force:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recipe_compiler.language.source import first_line
 from recipe_compiler.models.index import ModelError, ModelInfo, load_model
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -56,7 +57,7 @@ def open_model(path: Path, *, device: str, dtype: str | None = None) -> Opened:
             # what transformers still refuses (a config detail no check covers) is the
             # checkpoint's problem, so it is a one-line user error naming it, not a crash
             raise ModelError(f"{path}: transformers cannot load it ({type(exc).__name__}: "
-                             f"{_first_line(exc)})") from None
+                             f"{first_line(exc)})") from None
     model = model.to(device=device, dtype=torch_dtype).eval()
     return Opened(model, open_tokenizer(info.path), dtype, info)
 
@@ -67,12 +68,8 @@ def open_tokenizer(path: Path):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"{path}: cannot load a tokenizer ({_first_line(exc)})") from None
+        raise ModelError(f"{path}: cannot load a tokenizer ({first_line(exc)})") from None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def display_names(paths: list[Path]) -> list[str]:

@@ -108,3 +108,9 @@ def did_you_mean(word: str, known: list[str] | tuple[str, ...]) -> str:
     if close:
         return f"did you mean '{close[0]}'?"
     return f"known: {', '.join(known)}" if known else "none are declared"
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception from a library as one line of a user-facing message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

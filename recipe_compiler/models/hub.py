@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from recipe_compiler.language.recipe import Recipe, model_path
+from recipe_compiler.language.source import first_line
 from recipe_compiler.models.index import ModelError
 
 # org/name, each part as the Hub allows; an optional @revision (branch, tag or commit)
@@ -62,17 +63,12 @@ def snapshot(repo: str, revision: str | None) -> Path:
             raise ModelError(f"{name}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
                              f"download it first (hf download {repo})") from None
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{name}: {_first_line(exc)}") from None
+        raise ModelError(f"{name}: {first_line(exc)}") from None
     try:
         return Path(snapshot_download(repo, revision=revision, allow_patterns=ALLOW_PATTERNS))
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelError(f"{name}: cannot download it ({_first_line(exc)})") from None
+        raise ModelError(f"{name}: cannot download it ({first_line(exc)})") from None
 
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from recipe_compiler.compiler.frontdoor import load
 from recipe_compiler.language.recipe import Recipe
-from recipe_compiler.language.source import Diagnostic, RecipeError
+from recipe_compiler.language.source import Diagnostic, RecipeError, first_line
 from recipe_compiler.models.index import Models
 from recipe_compiler.search.space import SearchSpace, build_space, read_settings, rungs, task_files
 
@@ -78,7 +78,7 @@ def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
         return Evaluator(p.recipe, p.models, tasks, tokenizer, weights=s.task_weights,
                          device=device, batch_size=s.batch_size, rungs=rungs(s), caches=caches)
     except (OSError, ValueError) as exc:  # no tokenizer, an architecture the search can't run
-        raise EvolveError(str(exc).strip().splitlines()[0]) from None
+        raise EvolveError(first_line(exc)) from None
 
 
 # --- worker processes (`--workers N`) --------------------------------------------------
