@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recipe_compiler.language.source import first_line
 from recipe_compiler.models.arch import (
     Architecture,
     common_problem,
@@ -238,7 +239,7 @@ def _reason(exc: BaseException) -> str:
         return f"nested more than {MAX_DEPTH} levels deep"
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 text: byte {exc.start}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return first_line(exc)
 
 
 def _regular_inside(f: Path, root: Path) -> os.stat_result:
