@@ -193,11 +193,65 @@ def test_worker_processes_give_the_local_result(space_file):
     assert summary(search, pop) == local
 
 
-def test_an_architecture_the_search_cannot_run_is_a_clear_error(arch_family, tmp_path):
-    root = arch_family("gpt2")
+ARCHES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2", "gpt_neox")
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_every_architecture_is_searched_as_it_is_built(arch, arch_family, tmp_path):
+    """Fitness in memory equals `tailorc eval` of the built checkpoint, for every
+    architecture `build` supports: takes, drops, merges and a scaled take."""
+    import json
+
+    from recipe_compiler.evaluate import evaluate
+    from recipe_compiler.execute.assemble import assemble
+    from recipe_compiler.zoo.tokenizer import build_tokenizer
+
+    root = arch_family(arch)
+    tok = build_tokenizer()
+    for name in ("base", "math", "code"):
+        tok.save_pretrained(root / name)
+    items = [{"context": f"{a} + {b} =", "choices": [f" {a + b}", f" {a * b}", " 7"],
+              "gold": 0} for a, b in ((1, 2), (3, 4), (5, 6), (2, 9))]
+    gen = [{"prompt": f"say {w}:", "answer": f" {w}"} for w in ("ab", "cd", "xy")]
+    (tmp_path / "tasks").mkdir()
+    for name, rows in (("mc", items), ("gen", gen)):
+        (tmp_path / "tasks" / f"{name}.jsonl").write_text(
+            "".join(json.dumps(it) + "\n" for it in rows))
     path = tmp_path / "g.tr"
     path.write_text(f'model base = "{root / "base"}"\nmodel math = "{root / "math"}"\n'
-                    'slot 0..6 = ?\nsearch {\n  remove = 2\n  tasks = "x.jsonl"\n}\n')
-    (tmp_path / "x.jsonl").write_text('{"prompt": "a", "answer": "b"}\n')
-    with pytest.raises(EvolveError):
-        make_evaluator(prepare(path, {}))
+                    f'model code = "{root / "code"}"\n'
+                    'slot 0..6 = ?\nsearch {\n  remove = 2\n  tasks = "tasks"\n'
+                    '  limit = 8\n  scale_range = [0.5, 1.5]\n}\n')
+    p = prepare(path, {})
+    ev = make_evaluator(p)
+    rng = random.Random(5)
+    for _ in range(4):
+        recipe = decode(p.space, random_genome(p.space, rng))
+        model = assemble(recipe, p.models)
+        slow = evaluate(model, tok, ev.tasks, limit=8)
+        assert ev.scores(recipe, 0) == {n: s.primary for n, s in slow.items()}, recipe
+
+
+def test_search_settings_for_memory_and_dtype(space_file):
+    p = prepare(space_file, {"max_memory": 64 << 20, "dtype": "bfloat16"})
+    ev = make_evaluator(p)
+    assert ev.store.cache.budget == 64 << 20 and ev.dtype == "bfloat16"
+    r = parse('model a = "x"\nslot 0 = ?\nsearch {\n  max_memory = "lots"\n'
+              '  dtype = float8\n}', "s.tr")
+    _, diags = read_settings(r)
+    text = "\n".join(d.message for d in diags)
+    assert "'max_memory': not a size: 'lots'" in text
+    assert "'dtype' must be one of float32, bfloat16 or float16" in text
+
+
+def test_a_small_memory_budget_changes_nothing(space_file):
+    """Evicting layers and activations all the time gives the same numbers."""
+    p = prepare(space_file, {})
+    roomy = make_evaluator(p)
+    tight = make_evaluator(prepare(space_file, {"max_memory": 32 << 10}))
+    rng = random.Random(4)
+    for _ in range(4):
+        r = decode(p.space, random_genome(p.space, rng))
+        assert tight.scores(r, 1) == roomy.scores(r, 1)
+    assert tight.store.cache.used <= 32 << 10 or len(tight.store.cache) == 1
+    assert tight.store.stats.layers_read > roomy.store.stats.layers_read

@@ -41,18 +41,12 @@ output keeps the non-dropped slots in order.
 
 
 def _size(text: str) -> int:
-    units = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
-             "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
-    t = text.strip().upper()
-    num = t.rstrip("KMGTIB")
-    unit = t[len(num):]
+    from recipe_compiler.search.space import parse_size
+
     try:
-        value = float(num)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)") from None
-    if unit not in units or not 0 < value * units.get(unit, 1) <= 1e15:  # also NaN and inf
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5GB or 500MB)")
-    return max(1, int(value * units[unit]))
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _whole(low: int, high: int = 10**9):
@@ -180,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "--workers N caps the actors (default: one per CPU, or per GPU "
                         "with --device cuda); pip install '.[ray]'")
     v.add_argument("--device", default=None, metavar="DEV")
+    v.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="compute dtype (default: float32 on cpu, bfloat16 on cuda)")
+    v.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                   help="bytes for layers and activations per process, e.g. 2GB "
+                        "(default: a quarter of RAM, or 80%% of free GPU memory)")
     v.add_argument("--threads", type=_whole(1, 1024), default=None, metavar="N",
                    help="torch CPU threads per process (default: 1)")
     v.add_argument("--no-cache", action="store_true",

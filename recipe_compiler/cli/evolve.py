@@ -27,6 +27,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
         "tasks": tuple(str(p.resolve()) for p in args.tasks) if args.tasks else None,
         "objectives": tuple(o.strip() for o in args.objectives.split(","))
         if args.objectives else None,
+        "dtype": args.dtype, "max_memory": args.max_memory,
     }
     threads = args.threads or 1  # tiny layers: one thread each beats thread contention
     torch.set_num_threads(threads)

@@ -9,6 +9,7 @@ the base model's.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from recipe_compiler.compiler.frontdoor import load_checked
@@ -34,6 +35,8 @@ def assemble(recipe: Recipe, models: Models, *, device: str = "cpu"):
     state = execute_to_state_dict(plan, device="cpu")
     dtype = next(iter(state.values())).dtype
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    rename = hf_renamer(model)
+    state = {rename(k): v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     model.tie_weights()
     tied = {k for k in missing if _tied_to_loaded(model, k, state)}
@@ -41,6 +44,26 @@ def assemble(recipe: Recipe, models: Models, *, device: str = "cpu"):
         raise RuntimeError(f"assembled tensors do not fit {config.architectures}: missing "
                            f"{sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]}")
     return model.to(device).eval()
+
+
+def hf_renamer(model) -> Callable[[str], str]:
+    """Checkpoint tensor name -> the model's parameter name, by transformers' own renaming
+    rules for the class, the ones `from_pretrained` applies (GPT-NeoX's `embed_out` is
+    `lm_head` in the class)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+
+        rules = [t for t in get_model_conversion_mapping(model) if isinstance(t, WeightRenaming)]
+    except ImportError:  # a transformers without renaming rules: names are as stored
+        rules = []
+
+    def rename(name: str) -> str:
+        for rule in rules:
+            name, _ = rule.rename_source_key(name)
+        return name
+
+    return rename
 
 
 def _tied_to_loaded(model, name: str, state: dict) -> bool:

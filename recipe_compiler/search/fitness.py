@@ -1,15 +1,20 @@
 """Fitness of candidate recipes, in memory: no checkpoint is written per candidate.
 
-Consumes: the search space's models (loaded once), task files, and closed candidate recipes.
+Consumes: the space's models (headers; tensors are read lazily), task files, and closed
+candidate recipes.
 Produces: per-task scores of a candidate at a given number of examples per task.
 
-Three caches make a population cheap:
-- layers: `take` refers to the loaded model's own layer module (no copy); a merged or scaled
-  layer is computed once and kept by its exact definition (LRU);
-- activations: the hidden states after the first k layers of a candidate depend only on those
-  k layer definitions, so they are cached by that prefix (per batch, LRU within a byte
-  budget) and candidates sharing a prefix skip its layers;
-- scores: a candidate seen before is not evaluated again.
+Layers come from `search.store.LayerStore` (the build's lowering and merge code, one byte
+budget for everything kept) and run inside the base's own Hugging Face model
+(`search.stack.Stack`), so any architecture `build` supports can be searched, with
+transformers' own masks and positions. What makes a population cheap:
+- layers: a layer is read or merged once and kept, by its exact definition, while the budget
+  allows;
+- activations: the hidden states after a candidate's first k layers depend only on those k
+  layer definitions, so they are kept by that prefix (per batch) in the same budget, and
+  candidates sharing a prefix skip its layers;
+- scores: a candidate seen before is not evaluated again;
+- the output head runs only at the positions that are scored, not over the whole batch.
 Turning the caches off gives identical numbers (tests check it): every path runs the same
 operations on the same tensors.
 
@@ -17,30 +22,28 @@ Multiple choice is scored by log-likelihood exactly as `recipe_compiler.evaluate
 (same tokenisation); generation items are scored by teacher forcing — a greedy decode
 reproduces the answer iff every answer token, and then a stop token, is the argmax — which
 equals greedy exact match when answers have one tokenisation (true of the zoo's tokenizer).
-Works on Llama-style layer stacks (Llama, Mistral, Qwen2, Qwen3).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
-from recipe_compiler.compiler.plan import merge_expr, needs_base, tensor_key
 from recipe_compiler.evaluate import McItem, Task
 from recipe_compiler.evaluate.loglik import encode_pairs, encode_texts
-from recipe_compiler.execute.merge import combine
-from recipe_compiler.language.recipe import ClosedOp, Drop, Merge, Recipe, Take
+from recipe_compiler.language.recipe import ClosedOp, Drop, Recipe, Take
 from recipe_compiler.models.index import Models
+from recipe_compiler.search.stack import Stack
+from recipe_compiler.search.store import LayerStore, default_budget
 
-FAST_ARCHES = ("llama", "mistral", "qwen2", "qwen3")
 # Below every real fitness (a weighted mean of accuracies, in [0, 1]); finite, so that
 # history.jsonl stays plain JSON and the plot keeps its scale.
 FAILED_FITNESS = -1.0
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                  "float16": torch.float16}
 
 log = logging.getLogger("recipe_compiler")
 
@@ -53,8 +56,6 @@ def _describe(recipe: Recipe) -> str:
 
 @dataclass
 class CacheStats:
-    layer_hits: int = 0
-    layer_misses: int = 0
     act_hits: int = 0  # layer applications skipped thanks to a cached prefix
     act_misses: int = 0  # layer applications run
     score_hits: int = 0
@@ -72,57 +73,34 @@ class _Batch:
     items: range  # which items of the task it scores
     ids: torch.Tensor  # (B, T) right-padded
     mask: torch.Tensor  # (B, T) 1 for real tokens
-    targets: list[list[tuple[int, int]]]  # per row: per option: (start, end) in ids of the target
+    rows: torch.Tensor  # (N,) batch row of each scored position
+    positions: torch.Tensor  # (N,) position whose output predicts...
+    tokens: torch.Tensor  # (N,) ...this token
+    targets: list[list[tuple[int, int]]]  # per item: per option: its [lo, hi) of the N
     golds: list[int]
-
-
-class _LRU(OrderedDict):
-    def __init__(self, budget: int, size=lambda v: 1):
-        super().__init__()
-        self.budget, self.size, self.used = budget, size, 0
-
-    def get_(self, key):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return None
-
-    def put(self, key, value) -> None:
-        if key in self:
-            return
-        self[key] = value
-        self.used += self.size(value)
-        while self.used > self.budget and len(self) > 1:
-            _, old = self.popitem(last=False)
-            self.used -= self.size(old)
 
 
 class Evaluator:
     """Scores closed recipes over a fixed set of tasks, sharing work between candidates."""
 
     def __init__(self, recipe: Recipe, models: Models, tasks: list[Task], tokenizer, *,
-                 weights: tuple[float, ...] = (), device: str = "cpu", batch_size: int = 32,
-                 rungs: tuple[int, ...] = (100,), act_budget: int = 2 << 30,
-                 layer_cache: int = 256, caches: bool = True):
-        from transformers import AutoModelForCausalLM
-
+                 weights: tuple[float, ...] = (), device: str = "cpu",
+                 dtype: str = "float32", batch_size: int = 32, rungs: tuple[int, ...] = (100,),
+                 max_memory: int | None = None, caches: bool = True):
         self.recipe, self.models, self.device = recipe, models, torch.device(device)
         self.base_name = recipe.base_name or ""
-        arch = models[self.base_name].arch
-        if arch.name not in FAST_ARCHES:
-            raise ValueError(f"the in-memory search supports {', '.join(FAST_ARCHES)}; "
-                             f"'{self.base_name}' is {arch.name}")
-        self.arch = arch
-        self.hf = {name: AutoModelForCausalLM.from_pretrained(
-            info.path, dtype=torch.float32).to(self.device).eval()
-            for name, info in models.items()}
+        self.arch = models[self.base_name].arch
+        self.dtype = dtype
+        budget = max_memory or default_budget(self.device)
+        self.store = LayerStore(models, self.base_name, device=self.device,
+                                dtype=COMPUTE_DTYPES[dtype], budget=budget,
+                                recipe_dtype=recipe.dtype)
+        self.stack = Stack(models, self.base_name, self.store)
         self.tasks = [t for t in tasks if t.kind in ("mc", "gen")]
         self.task_weights = weights or tuple(1.0 for _ in self.tasks)
         self.rungs = rungs
         self.caches = caches
         self.stats = CacheStats()
-        self._layers = _LRU(layer_cache)
-        self._acts = _LRU(act_budget, size=lambda t: t.numel() * t.element_size())
         self._scores: dict[tuple, dict[str, float]] = {}
         self.failures: list[tuple[Recipe, str]] = []  # candidates that could not be scored
         self.tokenizer = tokenizer
@@ -143,9 +121,12 @@ class Evaluator:
                     batches.append(self._batch(k, task, rows, tokenizer, stop_ids))
         return batches
 
-    def _batch(self, k: int, task: Task, rows: range, tokenizer, stop_ids) -> _Batch:
-        seqs, targets, golds = [], [], []
-        for i in rows:
+    def _batch(self, k: int, task: Task, items: range, tokenizer, stop_ids) -> _Batch:
+        seqs: list[list[int]] = []
+        rows: list[int] = []
+        positions: list[int] = []
+        targets, golds = [], []
+        for i in items:
             item = task.items[i]
             if isinstance(item, McItem):
                 pairs = encode_pairs(tokenizer, [(item.context, c) for c in item.choices])
@@ -153,124 +134,78 @@ class Evaluator:
             else:
                 pairs = encode_pairs(tokenizer, [(item.prompt, item.answer)])
                 golds.append(0)
-            row_targets = []
+            item_targets = []
             for ctx, cont in pairs:
                 if not isinstance(item, McItem):
                     cont = cont + (stop_ids[0],)
                 full = list(ctx + cont)
-                row_targets.append((len(seqs), len(ctx), len(full)))
+                lo = len(rows)
+                for pos in range(len(ctx), len(full)):
+                    rows.append(len(seqs))
+                    positions.append(pos - 1)
+                item_targets.append((lo, len(rows)))
                 seqs.append(full)
-            targets.append(row_targets)
+            targets.append(item_targets)
         width = max(len(s) for s in seqs)
         ids = torch.zeros(len(seqs), width, dtype=torch.long)
         mask = torch.zeros(len(seqs), width, dtype=torch.long)
         for r, s in enumerate(seqs):
             ids[r, : len(s)] = torch.tensor(s)
             mask[r, : len(s)] = 1
-        return _Batch(k, rows, ids.to(self.device), mask.to(self.device), targets, golds)
-
-    # --- layers ------------------------------------------------------------------------
-
-    def _stack(self, name: str):
-        return self.hf[name].model.layers
-
-    def layer_key(self, op: ClosedOp, src: int) -> tuple:
-        if isinstance(op, Take) and op.scale in (None, 1.0):
-            return ("take", op.model, src)
-        return ("made", op, src)
-
-    def layer(self, op: ClosedOp, src: int) -> torch.nn.Module:
-        key = self.layer_key(op, src)
-        if key[0] == "take":
-            return self._stack(op.model)[src]
-        cached = self._layers.get_(key) if self.caches else None
-        if cached is not None:
-            self.stats.layer_hits += 1
-            return cached
-        self.stats.layer_misses += 1
-        module = self._make_layer(op, src)
-        if self.caches:
-            self._layers.put(key, module)
-        return module
-
-    @torch.no_grad()
-    def _make_layer(self, op: Take | Merge, src: int) -> torch.nn.Module:
-        module = copy.deepcopy(self._stack(self.base_name)[src])
-        params = dict(module.named_parameters())
-        for suffix, param in params.items():
-            scale = op.scale if op.scale is not None and self.arch.is_scaled(suffix) else None
-            if isinstance(op, Take):
-                value = dict(self._stack(op.model)[src].named_parameters())[suffix].float()
-                value = value * scale if scale is not None else value
-            else:
-                xs = [dict(self._stack(m)[src].named_parameters())[suffix].float()
-                      for m in op.models]
-                base = (dict(self._stack(self.base_name)[src].named_parameters())[suffix]
-                        .float() if needs_base(op) else None)
-                value = combine(merge_expr(op, (), None, scale, tensor_key(src, suffix)), xs,
-                                base)
-            param.copy_(value)
-        return module
+        rows_t, pos_t = torch.tensor(rows), torch.tensor(positions)
+        tokens = ids[rows_t, pos_t + 1]
+        dev = self.device
+        return _Batch(k, items, ids.to(dev), mask.to(dev), rows_t.to(dev), pos_t.to(dev),
+                      tokens.to(dev), targets, golds)
 
     # --- forward -----------------------------------------------------------------------
 
     def layer_plan(self, recipe: Recipe) -> list[tuple[tuple, ClosedOp, int]]:
+        """(cache key, op, source layer) of every kept slot, in order."""
         plan = []
         for i, op in enumerate(recipe.ops()):
             if isinstance(op, Drop):
                 continue
             src = op.layer if op.layer is not None else i
-            plan.append((self.layer_key(op, src), op, src))
+            plan.append((self.store.key(op, src), op, src))
         return plan
 
     @torch.no_grad()
     def hidden_states(self, recipe: Recipe, batch_index: int) -> torch.Tensor:
-        """Hidden states of batch `batch_index` after the recipe's last layer."""
+        """Hidden states of batch `batch_index` after the recipe's layers and final norm."""
         batch = self.batches[batch_index]
         plan = self.layer_plan(recipe)
-        prefix_keys = []  # nested (prefix, key) pairs: equal exactly when the layers are
-        h = None
+        prefixes = []  # nested (prefix, key) pairs: equal exactly when the layers are
         prefix: tuple = ()
         for key, _, _ in plan:
             prefix = (prefix, key)
-            prefix_keys.append(prefix)
-        start = 0
-        if self.caches:
-            for k in range(len(plan), 0, -1):
-                h = self._acts.get_((batch_index, prefix_keys[k - 1]))
-                if h is not None:
-                    start = k
-                    break
-        self.stats.act_hits += start
-        if h is None:
-            h = self.hf[self.base_name].model.embed_tokens(batch.ids)
-        aux = self._aux(batch, h)
-        for k in range(start, len(plan)):
-            _, op, src = plan[k]
-            out = self.layer(op, src)(h, attention_mask=aux[0], position_ids=aux[1],
-                                      position_embeddings=aux[2])
-            h = out[0] if isinstance(out, tuple) else out
-            self.stats.act_misses += 1
-            if self.caches:
-                self._acts.put((batch_index, prefix_keys[k]), h)
+            prefixes.append(prefix)
+        cache_key = (lambda k: (batch_index, prefixes[k - 1])) if self.caches else None
+        run_before = self._ran()
+        h = self.stack.hidden(plan, batch.ids, batch.mask, cache_key=cache_key,
+                              keep=self.caches)
+        ran = self._ran() - run_before
+        self.stats.act_misses += ran
+        self.stats.act_hits += len(plan) - ran
         return h
 
-    def _aux(self, batch: _Batch, h: torch.Tensor):
-        mask = batch.mask
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        n = mask.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()
-        allowed = causal[None, None] & mask[:, None, None, :].bool()
-        additive = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device)
-        additive.masked_fill_(~allowed, torch.finfo(h.dtype).min)
-        rotary = self.hf[self.base_name].model.rotary_emb
-        return additive, positions, rotary(h, positions)
+    def _ran(self) -> int:
+        return self.stack.layers_run
 
     @torch.no_grad()
     def batch_logprobs(self, recipe: Recipe, batch_index: int) -> torch.Tensor:
-        base = self.hf[self.base_name]
-        h = self.hidden_states(recipe, batch_index)
-        return torch.log_softmax(base.lm_head(base.model.norm(h)).float(), dim=-1)
+        """(N, V) log-probabilities at the batch's scored positions."""
+        batch = self.batches[batch_index]
+        h = self.hidden_states(recipe, batch_index)[batch.rows, batch.positions]  # (N, C)
+        return torch.log_softmax(self.stack.head(h).float(), dim=-1)
+
+    def base_model(self):
+        """A context giving the Hugging Face model running the base's own layers, for the
+        pruning heuristics (their hooks and forward passes)."""
+        base = self.models[self.base_name]
+        plan = [(self.store.key(op, i), op, i)
+                for i in range(base.num_layers) for op in [Take(self.base_name)]]
+        return self.stack.as_model(plan)
 
     # --- scores ------------------------------------------------------------------------
 
@@ -310,8 +245,10 @@ class Evaluator:
             if not bool(torch.isfinite(logprobs).all()):
                 raise FloatingPointError(f"non-finite log-probabilities on task "
                                          f"'{self.tasks[batch.task].name}'")
-            for row_targets, gold in zip(batch.targets, batch.golds):
-                right[batch.task] += _correct(logprobs, batch.ids, row_targets, gold)
+            picked = logprobs.gather(-1, batch.tokens[:, None])[:, 0].tolist()  # (N,)
+            greedy = (logprobs.argmax(-1) == batch.tokens).tolist()  # (N,)
+            for item_targets, gold in zip(batch.targets, batch.golds):
+                right[batch.task] += _correct(picked, greedy, item_targets, gold)
                 count[batch.task] += 1
         result = {t.name: right[k] / max(count[k], 1) for k, t in enumerate(self.tasks)}
         if self.caches:
@@ -325,20 +262,14 @@ class Evaluator:
         return sum(w * scores[t.name] for w, t in zip(self.task_weights, self.tasks)) / total
 
 
-def _correct(logprobs: torch.Tensor, ids: torch.Tensor, row_targets, gold: int) -> int:
-    if len(row_targets) > 1:  # multiple choice: the gold continuation has the highest loglik
-        lls = [_target_logprob(logprobs, ids, t) for t in row_targets]
+def _correct(picked: list[float], greedy: list[bool], targets: list[tuple[int, int]],
+             gold: int) -> int:
+    if len(targets) > 1:  # multiple choice: the gold continuation has the highest loglik
+        lls = [sum(picked[lo:hi]) for lo, hi in targets]
         best = max(range(len(lls)), key=lambda i: (lls[i], -i))
         return int(best == gold)
-    seq, start, end = row_targets[0]  # generation: every target token is the argmax
-    predicted = logprobs[seq, start - 1 : end - 1].argmax(-1)
-    return int(torch.equal(predicted, ids[seq, start:end]))
-
-
-def _target_logprob(logprobs: torch.Tensor, ids: torch.Tensor, target) -> float:
-    seq, start, end = target
-    rows = logprobs[seq, start - 1 : end - 1]
-    return float(rows.gather(-1, ids[seq, start:end, None]).sum())
+    lo, hi = targets[0]  # generation: every target token is the argmax
+    return int(all(greedy[lo:hi]))
 
 
 def _stop_ids(tokenizer) -> tuple[int, ...]:

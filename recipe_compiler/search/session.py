@@ -58,9 +58,11 @@ def _no_tasks(recipe: Recipe) -> Diagnostic:
 
 
 def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
+    """The space's `Evaluator`, in the settings' compute dtype and memory budget."""
     from transformers import AutoTokenizer
 
     from recipe_compiler.evaluate import TaskError, load_task
+    from recipe_compiler.evaluate.checkpoint import default_dtype
     from recipe_compiler.search.fitness import Evaluator
 
     s = p.space.settings
@@ -76,7 +78,9 @@ def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
     try:
         tokenizer = AutoTokenizer.from_pretrained(p.models[p.space.base].path)
         return Evaluator(p.recipe, p.models, tasks, tokenizer, weights=s.task_weights,
-                         device=device, batch_size=s.batch_size, rungs=rungs(s), caches=caches)
+                         device=device, dtype=s.dtype or default_dtype(device),
+                         batch_size=s.batch_size, rungs=rungs(s), max_memory=s.max_memory,
+                         caches=caches)
     except (OSError, ValueError) as exc:  # no tokenizer, an architecture the search can't run
         raise EvolveError(first_line(exc)) from None
 
@@ -129,17 +133,21 @@ def warm_starts(evaluator, space: SearchSpace, samples: int = 32) -> dict[str, s
     from recipe_compiler.prune import choose_drops, encode
 
     n = space.slot_count - space.target_kept
-    if n <= 0 or space.slot_count != len(evaluator._stack(space.base)):
+    if n <= 0 or space.slot_count != evaluator.models[space.base].num_layers:
         return {}
     texts = [it.context + it.choices[it.gold] if isinstance(it, McItem) else it.prompt + it.answer
              for task in evaluator.tasks for it in task.items[:samples]]
-    model = evaluator.hf[space.base]
-    batch = encode(evaluator.tokenizer, texts, model.config.max_position_embeddings,
-                   evaluator.device)
     arch = evaluator.arch
-    return {"block-influence": choose_drops("block-influence", model, arch, batch, n)[0],
-            "angular": choose_drops("angular", model, arch, batch, n)[0],
-            "drop-last": set(range(space.slot_count - n, space.slot_count))}
+    with evaluator.base_model() as model:
+        batch = encode(evaluator.tokenizer, texts, _max_length(model.config), evaluator.device)
+        return {"block-influence": choose_drops("block-influence", model, arch, batch, n)[0],
+                "angular": choose_drops("angular", model, arch, batch, n)[0],
+                "drop-last": set(range(space.slot_count - n, space.slot_count))}
+
+
+def _max_length(config) -> int:
+    return (getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+            or 2048)
 
 
 def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
@@ -189,8 +197,10 @@ def _cache_stats(evaluator, score_map) -> dict:
     st = evaluator.stats
     if not isinstance(score_map, LocalMap) or score_map.pool is not None:  # caches are remote
         return {}
+    store = evaluator.store
     return {"cache_hit_rate": round(st.hit_rate, 4), "failed": len(evaluator.failures),
-            "layers_run": st.act_misses,
-            "layers_skipped": st.act_hits, "merged_layers_built": st.layer_misses}
+            "layers_run": st.act_misses, "layers_skipped": st.act_hits,
+            "merged_layers_built": store.stats.layers_merged,
+            "layers_read": store.stats.layers_read, "kept_mb": round(store.cache.peak / 2**20)}
 
 

@@ -53,6 +53,8 @@ class Settings:
     crossover: float = 0.6
     mutation: float = 0.8  # chance a child mutates (then ~2 of its genes change)
     batch_size: int = 32
+    dtype: str | None = None  # compute dtype; None: float32 on cpu, bfloat16 on cuda
+    max_memory: int | None = None  # bytes for layers and activations; None: from the device
 
 
 def rungs(settings: Settings) -> tuple[int, ...]:
@@ -115,6 +117,7 @@ INT_BOUNDS = {
     "elite": (0, 100_000), "batch_size": (1, 100_000),
 }
 OBJECTIVES = (("score",), ("score", "size"))
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _number(s: Setting, diags: list[Diagnostic], *, integer: bool = False,
@@ -144,6 +147,29 @@ def _check_overrides(overrides: dict) -> list[Diagnostic]:
                 diags.append(error(f"--{key.replace('_', '-')} {v}: must be a whole number "
                                    f"from {low} to {high}"))
     return diags
+
+
+SIZE_UNITS = {"TIB": 1 << 40, "GIB": 1 << 30, "MIB": 1 << 20, "KIB": 1 << 10,
+              "TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
+
+
+def parse_size(value: object) -> int:
+    """'512MB', '2GiB', or a number of bytes -> bytes (also `--shard-size`'s reading);
+    ValueError with a reason."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        s = value.strip().upper().replace(" ", "")
+        unit = next((u for u in SIZE_UNITS if s.endswith(u)), "")
+        try:
+            number = float(s[: len(s) - len(unit)]) * SIZE_UNITS.get(unit, 1)
+        except ValueError:
+            number = math.nan
+    else:
+        number = math.nan
+    if not math.isfinite(number) or not 0 < number <= 1e15:
+        raise ValueError(f"not a size: {value!r} (try 5GB or 500MB)")
+    return max(1, int(number))
 
 
 def _pair(s: Setting, diags: list[Diagnostic]) -> tuple[float, float] | None:
@@ -223,6 +249,18 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
             values[key] = None
         elif (pair := _pair(s, diags)) is not None:
             values[key] = pair
+    elif key == "dtype":
+        v = s.value.id if isinstance(s.value, Name) else s.value
+        if v in DTYPES:
+            values[key] = v
+        else:
+            diags.append(error(f"search setting 'dtype' must be one of {_either(DTYPES)}",
+                               s.value_span))
+    elif key == "max_memory":
+        try:
+            values[key] = parse_size(s.value if not isinstance(s.value, Name) else s.value.id)
+        except ValueError as exc:
+            diags.append(error(f"search setting 'max_memory': {exc}", s.value_span))
     elif key == "task_weights":
         values[key] = tuple(float(x) for x in s.value) if isinstance(s.value, tuple) else ()
     else:  # tasks, methods, objectives

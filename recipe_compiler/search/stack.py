@@ -1,0 +1,209 @@
+"""A candidate's model, run by transformers' own code with layers from the store.
+
+Consumes: the space's models (headers), the store (`search.store.LayerStore`), the base's
+architecture (`models/arch/*.json`: where the decoder-layer list lives).
+Produces: `Stack`, which runs a list of layers — (key, op, source layer) — over a batch and
+returns the last hidden state after the final norm, and the output head; and, for the
+pruning heuristics, a Hugging Face model running a given recipe.
+
+The model is the base's own class, built once from its config with one layer, given the
+base's non-layer tensors (embeddings, final norm, head, and buffers computed from the config
+such as rotary frequencies); its decoder-layer list is then replaced by `_Slot`s. Every
+forward goes through the model's own `forward`: transformers builds the attention mask, the
+position ids and the rotary inputs exactly as it does for the built checkpoint, for every
+architecture `build` supports. Each `_Slot` runs a decoder layer of the right class (one
+"template" per source layer, on the meta device: it holds no memory) with the candidate's
+parameters from the store, through `torch.func.functional_call`.
+
+Layers whose output is cached (the same first k layers, the same batch) are not run: the
+first slot returns the cached hidden state and the next k-1 pass it through; the mask and
+positions do not depend on hidden states, so the result is identical.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+
+from recipe_compiler.execute.assemble import hf_renamer
+from recipe_compiler.models.index import ModelInfo, Models
+from recipe_compiler.search.store import LayerStore
+
+
+def _path(arch) -> list[str]:
+    """`model.layers.{i}.` -> ["model", "layers"]."""
+    return arch.layer_prefix.split(".{i}.")[0].split(".")
+
+
+def _set_layers(model: torch.nn.Module, arch, layers: torch.nn.ModuleList) -> None:
+    parts = _path(arch)
+    parent = model.get_submodule(".".join(parts[:-1])) if len(parts) > 1 else model
+    setattr(parent, parts[-1], layers)
+
+
+class _Slot(torch.nn.Module):
+    """One place in the decoder-layer list; what it runs is set per forward by `Stack`."""
+
+    def __init__(self, stack: Stack, index: int):
+        super().__init__()
+        self._stack = [stack]  # a list: not registered as a submodule
+        self.index = index
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self._stack[0].run_slot(self.index, hidden_states, args, kwargs)
+
+
+class Stack:
+    """The base model's architecture, running whatever layers a candidate names."""
+
+    def __init__(self, models: Models, base: str, store: LayerStore):
+        from transformers import AutoConfig
+
+        self.models, self.store = models, store
+        self.base: ModelInfo = models[base]
+        self.arch = self.base.arch
+        self.config = AutoConfig.from_pretrained(self.base.path)
+        # The built checkpoint has the base's config (its per-layer lists taken at each
+        # slot's source layer), whoever's weights a slot holds: so do these layers.
+        self.templates = self._templates(self.base)
+        self.model = self._shell()
+        self.slots: list[_Slot] = []
+        self._run: _Run | None = None
+        self.layers_run = 0  # decoder layers actually run, over the stack's life
+
+    # --- construction --------------------------------------------------------------------
+
+    def _templates(self, info: ModelInfo) -> list[torch.nn.Module]:
+        """Each decoder layer of `info`'s model on the meta device (classes and per-layer
+        settings such as an attention type; no memory)."""
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from recipe_compiler.prune import layer_list
+
+        config = AutoConfig.from_pretrained(info.path)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        return list(layer_list(model.eval(), info.arch))  # eval: no dropout
+
+    def _shell(self) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        config = copy.deepcopy(self.config)
+        self._layer_config(config, [0])
+        with torch.device(self.store.device):
+            model = AutoModelForCausalLM.from_config(config, dtype=self.store.dtype)
+        model.eval()
+        _set_layers(model, self.arch, torch.nn.ModuleList())
+        rename = hf_renamer(model)
+        stored = self.store.tensors(self.base.name, list(self.base.non_layer()))
+        values = {rename(k): v for k, v in stored.items()}
+        missing, unexpected = model.load_state_dict(values, strict=False)
+        params = dict(model.named_parameters(remove_duplicate=False))
+        loaded = {id(params[n]) for n in values if n in params}
+        left = [m for m in missing if m not in params or id(params[m]) not in loaded]
+        if unexpected or left:  # check.py validated the names: this is a bug, not the user's
+            raise ValueError(f"'{self.base.name}': the model class and the checkpoint "
+                             f"disagree ({', '.join((unexpected + left)[:3])})")
+        self.suffixes = self._layer_names(rename)
+        inner = model.base_model
+        if hasattr(inner, "has_sliding_layers"):  # decided at init from the 1-layer config
+            inner.has_sliding_layers = "sliding_attention" in (
+                self.base.config.get("layer_types") or [])
+        return model
+
+    def _layer_names(self, rename: Callable[[str], str]) -> dict[str, str]:
+        """Checkpoint name -> the decoder layer's parameter name, for every tensor of a
+        layer (transformers renames some on load, e.g. GPT-NeoX's `embed_out`)."""
+        prefix = self.arch.layer_prefix.format(i=0)
+        names = {}
+        for suffix in self.base.layer(0):
+            renamed = rename(prefix + suffix)
+            names[suffix] = renamed[len(prefix):] if renamed.startswith(prefix) else suffix
+        wanted = {n for n, _ in self.templates[0].named_parameters()}
+        if set(names.values()) != wanted:
+            odd = sorted(wanted ^ set(names.values()))
+            raise ValueError(f"'{self.base.name}': its layers' tensors do not match the "
+                             f"{type(self.templates[0]).__name__} class ({', '.join(odd[:3])})")
+        return names
+
+    def _layer_config(self, config, sources: list[int]) -> None:
+        """Give `config` the layer count and per-layer lists (e.g. `layer_types`) of a stack
+        of the base's source layers `sources`, as `compiler.plan` writes the built config."""
+        setattr(config, self.arch.num_layers_key, len(sources))
+        for key in self.arch.per_layer_config:
+            values = self.base.config.get(key)
+            if isinstance(values, list) and len(values) == self.base.num_layers:
+                setattr(config, key, [values[i] for i in sources])
+
+    # --- running -------------------------------------------------------------------------
+
+    @property
+    def head(self) -> torch.nn.Module:
+        return self.model.get_output_embeddings()
+
+    def hidden(self, layers: list[tuple[tuple, object, int]], ids: torch.Tensor,
+               mask: torch.Tensor, *, cache_key: Callable[[int], object] | None = None,
+               keep: bool = True) -> torch.Tensor:
+        """Last hidden state (final norm applied) of `ids` through `layers`; with
+        `cache_key(k)` (the key of the first k layers' output), cached outputs are reused
+        and new ones kept."""
+        run = _Run(layers, cache_key, keep)
+        if cache_key is not None:
+            for k in range(len(layers), 0, -1):
+                h = self.store.activation(cache_key(k))
+                if h is not None:
+                    run.start, run.cached = k, h
+                    break
+        with self._running(run):
+            out = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+        return out.last_hidden_state
+
+    @contextmanager
+    def _running(self, run: _Run):
+        sources = [src for _, _, src in run.layers]
+        config = self.model.config
+        saved = {k: getattr(config, k, None)
+                 for k in (self.arch.num_layers_key, *self.arch.per_layer_config)}
+        self._layer_config(config, sources)
+        while len(self.slots) < len(run.layers):
+            self.slots.append(_Slot(self, len(self.slots)))
+        _set_layers(self.model, self.arch, torch.nn.ModuleList(self.slots[: len(run.layers)]))
+        self._run = run
+        try:
+            yield
+        finally:
+            self._run = None
+            for k, v in saved.items():
+                setattr(config, k, v)
+
+    def run_slot(self, index: int, h: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+        run = self._run
+        assert run is not None, "a slot ran outside Stack.hidden"
+        if index < run.start:
+            return run.cached if index == 0 else h
+        key, op, src = run.layers[index]
+        template = self.templates[src]
+        stored = self.store.layer(op, src, keep=run.keep)
+        params = {self.suffixes[k]: v for k, v in stored.items()}
+        out = torch.func.functional_call(template, params, (h, *args), kwargs)
+        h = out[0] if isinstance(out, tuple) else out
+        self.layers_run += 1
+        if run.cache_key is not None and run.keep:
+            self.store.keep_activation(run.cache_key(index + 1), h)
+        return h
+
+    @contextmanager
+    def as_model(self, layers: list[tuple[tuple, object, int]]):
+        """The Hugging Face model running `layers` (no activation cache), for code that
+        takes a model: the pruning heuristics' hooks and forward passes."""
+        with self._running(_Run(layers, None, False)):
+            yield self.model
+
+
+class _Run:
+    def __init__(self, layers, cache_key, keep: bool):
+        self.layers, self.cache_key, self.keep = layers, cache_key, keep
+        self.start, self.cached = 0, None
