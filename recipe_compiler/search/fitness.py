@@ -26,6 +26,7 @@ equals greedy exact match when answers have one tokenisation (true of the zoo's 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -36,12 +37,13 @@ from recipe_compiler.evaluate import McItem, Task
 from recipe_compiler.evaluate.loglik import encode_pairs, encode_texts
 from recipe_compiler.language.recipe import ClosedOp, Drop, Recipe, Take
 from recipe_compiler.models.index import Models
+from recipe_compiler.search.objective import FAILED_FITNESS, Objective
 from recipe_compiler.search.stack import Stack
 from recipe_compiler.search.store import LayerStore, default_budget
 
-# Below every real fitness (a weighted mean of accuracies, in [0, 1]); finite, so that
-# history.jsonl stays plain JSON and the plot keeps its scale.
-FAILED_FITNESS = -1.0
+__all__ = ["FAILED_FITNESS", "CacheStats", "Evaluator"]
+
+TEXT_TOKENS = 128  # a text task's line is scored on at most this many tokens
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                   "float16": torch.float16}
 
@@ -86,7 +88,8 @@ class Evaluator:
     def __init__(self, recipe: Recipe, models: Models, tasks: list[Task], tokenizer, *,
                  weights: tuple[float, ...] = (), device: str = "cpu",
                  dtype: str = "float32", batch_size: int = 32, rungs: tuple[int, ...] = (100,),
-                 max_memory: int | None = None, caches: bool = True):
+                 max_memory: int | None = None, caches: bool = True,
+                 objective: Objective | None = None, texts: bool = False):
         self.recipe, self.models, self.device = recipe, models, torch.device(device)
         self.base_name = recipe.base_name or ""
         self.arch = models[self.base_name].arch
@@ -97,7 +100,10 @@ class Evaluator:
                                 recipe_dtype=recipe.dtype)
         self.stack = Stack(models, self.base_name, self.store)
         self.tasks = [t for t in tasks if t.kind in ("mc", "gen")]
+        self.texts = [t for t in tasks if t.kind == "ppl"] if texts else []
         self.task_weights = weights or tuple(1.0 for _ in self.tasks)
+        self.objective = objective or Objective(tuple(t.name for t in self.tasks),
+                                                self.task_weights)
         self.rungs = rungs
         self.caches = caches
         self.stats = CacheStats()
@@ -113,7 +119,10 @@ class Evaluator:
         every batch (and cached activation) of the lower ones."""
         batches = []
         stop_ids = _stop_ids(tokenizer)
-        for k, task in enumerate(self.tasks):
+        for k, task in enumerate(self.tasks + self.texts):
+            if task.kind == "ppl":
+                lines = [ln for ln in task.items[0].splitlines() if ln.strip()]
+                task = dataclasses.replace(task, items=tuple(lines))
             edges = [0] + [min(r, len(task.items)) for r in self.rungs]
             for lo, hi in zip(edges, edges[1:]):
                 for start in range(lo, hi, batch_size):
@@ -128,7 +137,11 @@ class Evaluator:
         targets, golds = [], []
         for i in items:
             item = task.items[i]
-            if isinstance(item, McItem):
+            if task.kind == "ppl":  # every token after the first predicted
+                ids = encode_texts(tokenizer, [item])[0][:TEXT_TOKENS]
+                pairs = [(ids[:1], ids[1:])]
+                golds.append(0)
+            elif isinstance(item, McItem):
                 pairs = encode_pairs(tokenizer, [(item.context, c) for c in item.choices])
                 golds.append(item.gold)
             else:
@@ -136,7 +149,7 @@ class Evaluator:
                 golds.append(0)
             item_targets = []
             for ctx, cont in pairs:
-                if not isinstance(item, McItem):
+                if task.kind == "gen":
                     cont = cont + (stop_ids[0],)
                 full = list(ctx + cont)
                 lo = len(rows)
@@ -227,7 +240,7 @@ class Evaluator:
             self.failures.append((recipe, reason))
             log.warning("tailorc: warning: candidate could not be scored, given the worst "
                         "fitness: %s (%s)", reason, _describe(recipe))
-            result = {t.name: math.nan for t in self.tasks}
+            result = {t.name: math.nan for t in self.tasks + self.texts}
             if self.caches:
                 self._scores[key] = result
             return result
@@ -236,8 +249,9 @@ class Evaluator:
         key = (recipe, rung)
         self.stats.evaluations += 1
         limit = self.rungs[rung]
-        right = [0] * len(self.tasks)
-        count = [0] * len(self.tasks)
+        every = self.tasks + self.texts
+        right = [0.0] * len(every)  # correct items; for a text, summed log-likelihood
+        count = [0] * len(every)  # items; for a text, tokens
         for b, batch in enumerate(self.batches):
             if batch.items.start >= limit:
                 continue
@@ -246,20 +260,23 @@ class Evaluator:
                 raise FloatingPointError(f"non-finite log-probabilities on task "
                                          f"'{self.tasks[batch.task].name}'")
             picked = logprobs.gather(-1, batch.tokens[:, None])[:, 0].tolist()  # (N,)
+            if every[batch.task].kind == "ppl":
+                right[batch.task] += sum(picked)
+                count[batch.task] += len(picked)
+                continue
             greedy = (logprobs.argmax(-1) == batch.tokens).tolist()  # (N,)
             for item_targets, gold in zip(batch.targets, batch.golds):
                 right[batch.task] += _correct(picked, greedy, item_targets, gold)
                 count[batch.task] += 1
         result = {t.name: right[k] / max(count[k], 1) for k, t in enumerate(self.tasks)}
+        for k, t in enumerate(self.texts, start=len(self.tasks)):  # perplexity
+            result[t.name] = math.exp(-right[k] / max(count[k], 1))
         if self.caches:
             self._scores[key] = result
         return result
 
     def fitness(self, scores: dict[str, float]) -> float:
-        if any(math.isnan(v) for v in scores.values()):
-            return FAILED_FITNESS
-        total = sum(self.task_weights)
-        return sum(w * scores[t.name] for w, t in zip(self.task_weights, self.tasks)) / total
+        return self.objective(scores)
 
 
 def _correct(picked: list[float], greedy: list[bool], targets: list[tuple[int, int]],

@@ -111,16 +111,26 @@ def random_genome(space: SearchSpace, rng: random.Random) -> Genome:
     return repair(space, [random_gene(space, s, rng) for s in space.slots], rng, want)
 
 
+MERGED = "*"  # genome_from_drops' source for "every candidate merged"
+
+
 def genome_from_drops(space: SearchSpace, drops: set[int], rng: random.Random,
                       source: str | None = None) -> Genome:
     """One model (the base by default) with exactly these slots dropped, as far as the open
-    slots allow: the seed for a pruning heuristic's answer applied to that model."""
-    sources = (source,) if source is not None and source != space.base else ()
+    slots allow: the seed for a pruning heuristic's answer applied to that model. With
+    `source=MERGED`, every kept open slot merges all candidates at full weight (capped by
+    `weight_range`): what a mergekit user's task-arithmetic merge, then pruned, would be."""
+    if source == MERGED:
+        sources = space.candidates
+        lo, hi = space.settings.weight_range
+        weights = tuple(max(lo, min(hi, 1.0)) for _ in space.candidates)
+    else:
+        sources = (source,) if source is not None and source != space.base else ()
+        weights = tuple(0.5 for _ in space.candidates)
     genes = []
     for slot in space.slots:
         if slot.options is None:
-            genes.append(Gene(drop=slot.index in drops, sources=sources,
-                              weights=tuple(0.5 for _ in space.candidates),
+            genes.append(Gene(drop=slot.index in drops, sources=sources, weights=weights,
                               method=space.settings.methods[0]))
         else:
             want_drop = slot.index in drops
@@ -181,11 +191,11 @@ def mutate(space: SearchSpace, genome: Genome, rng: random.Random, rate: float) 
     genome = list(genome)
     for k, (slot, gene) in enumerate(zip(space.slots, genome)):
         if rng.random() < rate:
-            genome[k] = _mutate_gene(space, slot, gene, rng)
+            genome[k] = mutate_gene(space, slot, gene, rng)
     return repair(space, genome, rng)
 
 
-def _mutate_gene(space: SearchSpace, slot: SlotSpace, gene: Gene, rng: random.Random) -> Gene:
+def mutate_gene(space: SearchSpace, slot: SlotSpace, gene: Gene, rng: random.Random) -> Gene:
     if slot.options is not None:
         return dataclasses.replace(gene, choice=rng.randrange(len(slot.options)))
     what = rng.choice(("drop", "sources", "weight", "method", "scale"))

@@ -41,29 +41,38 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _describe(space, ind, command: str, what: str) -> list[str]:
+def _describe(space, ind, command: str, what: str, fitness: float | None = None,
+              scores: dict | None = None) -> list[str]:
     kept = kept_count(space, list(ind))
     before = space.params(space.slot_count)
     after = space.params(kept)
-    scores = ", ".join(f"{k} {v:.3f}" for k, v in ind.scores.items())
+    scores = scores if scores is not None else ind.scores
+    fitness = fitness if fitness is not None else ind.fitness.values[0]
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
     return [
         f"{what}, found by: {command}",
-        f"fitness {ind.fitness.values[0]:.4f} on the search's tasks ({scores})",
+        f"fitness {fitness:.4f} on the search's tasks ({shown})",
         f"layers kept {kept} of {space.slot_count}; parameters {before:,} -> {after:,} "
         f"({size_change(before, after)})",
     ]
 
 
 def write_outputs(p, search, pop, hof, run_dir: Path, *, command: str,
-                  heuristics: dict[str, set[int]]) -> EvolveResult:
+                  heuristics: dict[str, set[int]], best=None,
+                  best_scores: dict[str, float] | None = None) -> EvolveResult:
+    """`best` and its `best_scores` (on the final items): the finish's winner; by default
+    the fittest of the population and hall of fame."""
     import random
 
     space = search.space
     files = []
-    best = max(pop + list(hof.items), key=lambda i: i.fitness.values[0])
+    if best is None:
+        best = max(pop + list(hof.items), key=lambda i: i.fitness.values[0])
+    best_scores = best_scores if best_scores is not None else dict(best.scores)
+    best_fitness = search.fitness_of(best_scores)
     recipe = relocate(decode(space, list(best)), run_dir)
     _write(run_dir / "best.tr", format_recipe(_with_header(
-        recipe, _describe(space, best, command, "best recipe"))))
+        recipe, _describe(space, best, command, "best recipe", best_fitness, best_scores))))
     files.append(run_dir / "best.tr")
     pareto = []
     if search.multi:
@@ -93,8 +102,8 @@ def write_outputs(p, search, pop, hof, run_dir: Path, *, command: str,
     png = run_dir / "evolve.png"
     if plot(search.history, decode(space, list(best)), [m.name for m in p.recipe.models], png):
         files.append(png)
-    return EvolveResult(run_dir / "best.tr", best.fitness.values[0], dict(best.scores),
-                        pareto, files, search.evaluations)
+    return EvolveResult(run_dir / "best.tr", best_fitness, best_scores, pareto, files,
+                        search.evaluations)
 
 
 def _plain_base(recipe: Recipe, base: str) -> Recipe:

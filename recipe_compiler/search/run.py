@@ -24,6 +24,7 @@ from deap import base, creator, tools
 
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.search.genome import (
+    MERGED,
     Gene,
     Genome,
     crossover,
@@ -96,10 +97,13 @@ class Search:
         return ind
 
     def initial_population(self):
-        """Warm starts first — each heuristic's drops applied to each model (the base, then
-        every candidate), as GPTailor seeds its search — then random individuals."""
+        """Warm starts first — each heuristic's drops applied to the merge of every candidate
+        (when open slots may merge), the base, then every candidate, as GPTailor seeds its
+        search — then random individuals."""
         s = self.settings
-        models = (self.space.base, *self.space.candidates)
+        merged = (MERGED,) if (len(self.space.candidates) > 1 and s.warm_merge
+                               and any(sl.options is None for sl in self.space.slots)) else ()
+        models = (*merged, self.space.base, *self.space.candidates)
         seeds = [(drops, m) for drops in self.warm for m in models]
         n_warm = min(len(seeds), int(round(s.population * s.warm_start)))
         pop = [self._new(genome_from_drops(self.space, drops, random, m))

@@ -64,6 +64,8 @@ def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
     from recipe_compiler.evaluate import TaskError, load_task
     from recipe_compiler.evaluate.checkpoint import default_dtype
     from recipe_compiler.search.fitness import Evaluator
+    from recipe_compiler.search.objective import Objective
+    from recipe_compiler.search.refine import all_rungs
 
     s = p.space.settings
     try:
@@ -72,15 +74,24 @@ def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
         raise EvolveError(str(exc)) from None
     if not tasks:
         raise EvolveError(f"no task files found in {', '.join(s.tasks)}")
-    if s.task_weights and len(s.task_weights) != len(tasks):
-        raise EvolveError(f"task_weights has {len(s.task_weights)} values for {len(tasks)} "
-                          f"tasks ({', '.join(t.name for t in tasks)})")
+    n_accuracy = sum(t.kind in ("mc", "gen") for t in tasks)
+    if s.task_weights and len(s.task_weights) != n_accuracy:
+        raise EvolveError(f"task_weights has {len(s.task_weights)} values for {n_accuracy} "
+                          f"scored tasks ({', '.join(t.name for t in tasks if t.kind != 'ppl')})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(p.models[p.space.base].path)
+        texts = s.ppl_weight > 0
+        if texts and not any(t.kind == "ppl" for t in tasks):
+            raise EvolveError("ppl_weight needs a text task (a .txt file) among the tasks")
+        accuracy = [t for t in tasks if t.kind in ("mc", "gen")]
+        objective = Objective(tuple(t.name for t in accuracy),
+                              s.task_weights or tuple(1.0 for _ in accuracy),
+                              tuple(t.name for t in tasks if t.kind == "ppl") if texts else (),
+                              s.fitness, s.min_task_retention, s.ppl_weight)
         return Evaluator(p.recipe, p.models, tasks, tokenizer, weights=s.task_weights,
                          device=device, dtype=s.dtype or default_dtype(device),
-                         batch_size=s.batch_size, rungs=rungs(s), max_memory=s.max_memory,
-                         caches=caches)
+                         batch_size=s.batch_size, rungs=all_rungs(s), max_memory=s.max_memory,
+                         caches=caches, objective=objective, texts=texts)
     except (OSError, ValueError) as exc:  # no tokenizer, an architecture the search can't run
         raise EvolveError(first_line(exc)) from None
 
@@ -155,6 +166,7 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
            resume: bool = False, recipe_path: Path | None = None, overrides: dict | None = None,
            on_generation: Callable | None = None, ray_address: str | None = None):
     """Run the search; write the run directory; return (best, pareto front, history)."""
+    from recipe_compiler.search.refine import finish
     from recipe_compiler.search.report import write_outputs
     from recipe_compiler.search.run import Search, StateError
 
@@ -167,12 +179,28 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
                     state_path=str(run_dir / "state.json"), on_generation=on_generation,
                     extra_stats=lambda: _cache_stats(evaluator, score_map))
     try:
+        use_references(evaluator, p.space, score_map)
         pop, hof = search.run(resume=resume)
+        best, final_scores = finish(search, pop, hof, score_map)
     except StateError as exc:  # only the saved state's problems are the user's to fix
         raise EvolveError(str(exc)) from None
     finally:
         score_map.close()
-    return write_outputs(p, search, pop, hof, run_dir, command=command, heuristics=heuristics)
+    return write_outputs(p, search, pop, hof, run_dir, command=command, heuristics=heuristics,
+                         best=best, best_scores=final_scores)
+
+
+def use_references(evaluator, space: SearchSpace, score_map) -> int:
+    """Give the evaluator's objective the dense models' scores when it measures against
+    them (retention, a floor, perplexity); the evaluations spent."""
+    from recipe_compiler.search.refine import references
+
+    if not evaluator.objective.needs_references:
+        return 0
+    top = len(rungs(space.settings)) - 1
+    dense = references(space, score_map, top)
+    evaluator.objective = evaluator.objective.with_references(dense, space.base)
+    return len(dense)
 
 
 def _score_map(evaluator, workers: int, init: tuple, ray_address: str | None):

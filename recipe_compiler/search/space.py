@@ -49,11 +49,18 @@ class Settings:
     scale_range: tuple[float, float] | None = None  # None: `scale` is not searched
     objectives: tuple[str, ...] = ("score",)
     warm_start: float = 0.5  # share of generation 0 seeded from pruning heuristics
+    warm_merge: bool = True  # also seed with the heuristics applied to all candidates merged
     elite: int = 2
     crossover: float = 0.6
     mutation: float = 0.8  # chance a child mutates (then ~2 of its genes change)
     batch_size: int = 32
     dtype: str | None = None  # compute dtype; None: float32 on cpu, bfloat16 on cuda
+    fitness: str = "mean"  # "mean" of task scores, or "retention" vs each task's best model
+    min_task_retention: float | None = None  # floor, as a share of the dense base's score
+    ppl_weight: float = 0.0  # weight of the text-perplexity term (needs a .txt task)
+    final_limit: int | None = None  # re-score the finalists on this many items per task
+    finalists: int = 8  # how many of the best are re-scored
+    local_search: int = 0  # evaluations spent improving the winner one change at a time
     max_memory: int | None = None  # bytes for layers and activations; None: from the device
 
 
@@ -114,8 +121,10 @@ class SearchSpace:
 INT_BOUNDS = {
     "keep": (1, 100_000), "population": (2, 100_000), "generations": (1, 1_000_000),
     "seed": (0, 2**32 - 1), "limit": (1, 10**9), "min_limit": (1, 10**9), "eta": (2, 1000),
-    "elite": (0, 100_000), "batch_size": (1, 100_000),
+    "elite": (0, 100_000), "batch_size": (1, 100_000), "final_limit": (1, 10**9),
+    "finalists": (1, 100_000), "local_search": (0, 10**7),
 }
+FITNESS = ("mean", "retention")
 OBJECTIVES = (("score",), ("score", "size"))
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -234,16 +243,35 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
         v = _number(s, diags, low=1)
         if v is not None:
             values["max_params"] = float(v)
-    elif key in ("keep", "population", "generations", "seed", "limit", "min_limit", "eta",
-                 "elite", "batch_size"):
+    elif key in INT_BOUNDS:
         low, high = INT_BOUNDS[key]
         v = _number(s, diags, integer=True, low=low, high=high)
         if v is not None:
             values[key] = v
-    elif key in ("warm_start", "crossover", "mutation"):
+    elif key == "min_task_retention":
+        if isinstance(s.value, Percent) and 0 < s.value.value <= 100:
+            values[key] = s.value.value / 100
+        else:
+            v = _number(s, diags, low=0, high=1)
+            if v is not None:
+                values[key] = float(v)
+    elif key == "fitness":
+        v = s.value.id if isinstance(s.value, Name) else s.value
+        if v in FITNESS:
+            values[key] = v
+        else:
+            diags.append(error(f"search setting 'fitness' must be {_either(FITNESS)}",
+                               s.value_span))
+    elif key in ("warm_start", "crossover", "mutation", "ppl_weight"):
         v = _number(s, diags, low=0)
         if v is not None:
             values[key] = float(v)
+    elif key == "warm_merge":
+        if isinstance(s.value, bool):
+            values[key] = s.value
+        else:
+            diags.append(error("search setting 'warm_merge' must be true or false",
+                               s.value_span))
     elif key in ("weight_range", "scale_range"):
         if s.value is False and key == "scale_range":
             values[key] = None
@@ -315,11 +343,13 @@ def _target(recipe: Recipe, s: Settings, n_slots: int, layer_params: int, other:
 
 
 def task_files(recipe: Recipe, settings: Settings) -> list[Path]:
-    """Task files named by the settings: files, or directories of *.jsonl."""
+    """Task files named by the settings: files, or directories of *.jsonl and *.txt (text
+    for perplexity, scored when `ppl_weight` is set)."""
     files: list[Path] = []
     for entry in settings.tasks:
         path = model_path(recipe, entry)
-        files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+        files += sorted([*path.glob("*.jsonl"), *path.glob("*.txt")]) if path.is_dir() \
+            else [path]
     return files
 
 

@@ -1,0 +1,120 @@
+"""Around the genetic search: the dense references, and the finish (finalists, local search).
+
+Consumes: a `Search` (its space, settings and evaluation with successive halving), its
+final population and hall of fame, and the `ScoreMap` that scores recipes (in this process,
+worker processes or Ray actors alike).
+Produces: the dense models' scores that `Objective` measures retention against; the rungs
+the evaluator must prepare (the search's, plus the finalists' `final_limit`); and the run's
+winner.
+
+The finish exists because of the winner's curse: picking the best of hundreds of candidates
+on a sample of items picks, in part, the candidate that was luckiest on that sample. So the
+`finalists` best distinct candidates are scored again on `final_limit` items (by default all
+the validation items there are, when that is more than the search's `limit`), and the winner
+is the best there. Then `local_search` evaluations try single changes around the winner —
+one kept slot swapped with a dropped one (the size stays), or one slot's source changed —
+keeping a change whenever it scores better, and the winner is confirmed on the final items.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+
+from recipe_compiler.language.recipe import Recipe, SlotDecl, Take
+from recipe_compiler.search.genome import decode, mutate_gene, repair
+from recipe_compiler.search.space import SearchSpace, Settings, rungs
+
+ScoreMap = Callable[[list[Recipe], int], list[dict[str, float]]]
+
+
+def all_rungs(settings: Settings) -> tuple[int, ...]:
+    """Items per task at each rung the evaluator must prepare: the search's, then the
+    finalists' when it is larger."""
+    out = rungs(settings)
+    if settings.final_limit is not None and settings.final_limit > out[-1]:
+        out += (settings.final_limit,)
+    return out
+
+
+def dense_recipe(space: SearchSpace, model: str) -> Recipe:
+    """`model` whole: every slot its own layer, nothing dropped."""
+    recipe = space.recipe
+    return dataclasses.replace(recipe, slots=(SlotDecl(0, recipe.slot_count, Take(model)),),
+                               search=None, comments=())
+
+
+def references(space: SearchSpace, score: ScoreMap, rung: int) -> dict[str, dict[str, float]]:
+    """Each source model's own scores at `rung` (the base's under its name)."""
+    models = (space.base, *space.candidates)
+    return dict(zip(models, score([dense_recipe(space, m) for m in models], rung)))
+
+
+def finish(search, pop: list, hof, score: ScoreMap) -> tuple[object, dict[str, float]]:
+    """The run's winner and its scores on the final items (see the module docstring)."""
+    s = search.settings
+    if search.multi:  # a Pareto front: every member is a winner at its size
+        best = max(pop + list(hof.items), key=lambda i: i.fitness.values[0])
+        return best, dict(best.scores)
+    final = len(all_rungs(s)) - 1
+    best = _rescore(search, _finalists(pop + list(hof.items), s.finalists), score, final)
+    if s.local_search > 0:
+        best = _local_search(search, best, s.local_search)
+        best = _rescore(search, [best], score, final) if final >= len(rungs(s)) else best
+    return best, dict(best.final_scores)
+
+
+def _finalists(inds: list, n: int) -> list:
+    seen, out = set(), []
+    for ind in sorted(inds, key=lambda i: -i.fitness.values[0]):
+        key = tuple(ind)
+        if key not in seen:
+            seen.add(key)
+            out.append(ind)
+    return out[:n]
+
+
+def _rescore(search, inds: list, score: ScoreMap, rung: int):
+    """The best of `inds` on rung `rung`; each gets `final_scores`."""
+    if rung < len(rungs(search.settings)):  # no larger rung: the search's scores stand
+        for ind in inds:
+            ind.final_scores = dict(ind.scores)
+        return inds[0]
+    results = score([decode(search.space, list(i)) for i in inds], rung)
+    search.evaluations += len(inds)
+    for ind, scores in zip(inds, results):
+        ind.final_scores = scores
+    return max(inds, key=lambda i: (search.fitness_of(i.final_scores), -inds.index(i)))
+
+
+def _local_search(search, start, budget: int):
+    """First-improvement hill climbing from `start`, one population-sized round at a time,
+    at the search's own rungs; seeded by the run's seed."""
+    rng = random.Random(search.settings.seed * 7919 + 1)
+    space, current, spent = search.space, start, 0
+    width = max(2, search.settings.population)
+    while spent < budget:
+        kids = [search._new(_neighbour(space, list(current), rng))
+                for _ in range(min(width, budget - spent))]
+        search.evaluate(kids)
+        spent += len(kids)
+        best = max(kids, key=lambda i: i.fitness.values[0])
+        if best.fitness.values[0] > current.fitness.values[0]:
+            current = best
+    return current
+
+
+def _neighbour(space: SearchSpace, genome: list, rng: random.Random) -> list:
+    """One kept open slot swapped with a dropped one (the size stays), or one gene changed
+    (then repaired to the size target)."""
+    free = [i for i, s in enumerate(space.slots) if s.options is None]
+    kept = [i for i in free if not genome[i].drop]
+    dropped = [i for i in free if genome[i].drop]
+    if kept and dropped and rng.random() < 0.5:
+        i, j = rng.choice(kept), rng.choice(dropped)
+        genome[i], genome[j] = genome[j], genome[i]
+        return genome
+    k = rng.randrange(len(genome))
+    genome[k] = mutate_gene(space, space.slots[k], genome[k], rng)
+    return repair(space, genome, rng)

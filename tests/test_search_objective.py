@@ -1,0 +1,117 @@
+"""What the search optimises and how it finishes: retention, floors, perplexity, finalists
+re-scored on more items, local search, merged warm starts."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from recipe_compiler.language.parser import parse
+from recipe_compiler.language.recipe import Drop, Merge
+from recipe_compiler.search import make_evaluator, prepare
+from recipe_compiler.search.genome import MERGED, decode, genome_from_drops, random_genome
+from recipe_compiler.search.objective import FAILED_FITNESS, Objective
+from recipe_compiler.search.refine import all_rungs, dense_recipe, finish, references
+from recipe_compiler.search.run import Search
+from recipe_compiler.search.space import read_settings
+from tests.test_evolve import SEARCH, write_recipe
+
+
+def test_mean_retention_floor_and_perplexity():
+    plain = Objective(("a", "b"), (1.0, 1.0))
+    assert plain({"a": 0.5, "b": 0.3}) == pytest.approx(0.4)
+    assert plain({"a": math.nan, "b": 0.3}) == FAILED_FITNESS
+    dense = {"base": {"a": 0.5, "b": 0.2, "t": 10.0}, "ft": {"a": 0.4, "b": 0.8, "t": 12.0}}
+    ret = Objective(("a", "b"), (1.0, 1.0), ("t",), "retention").with_references(dense, "base")
+    assert ret.best == {"a": 0.5, "b": 0.8}
+    assert ret({"a": 0.5, "b": 0.4, "t": 11.0}) == pytest.approx((1.0 + 0.5) / 2)
+    floor = Objective(("a", "b"), (1.0, 1.0), floor=0.8).with_references(dense, "base")
+    # a: 0.3 is 0.1 below 0.8 * 0.5 = 0.4, a shortfall of 0.2 of the base's score; b is fine
+    assert floor({"a": 0.3, "b": 0.5}) == pytest.approx(0.4 - 2.0 * 0.2 / 2)
+    ppl = Objective(("a",), (1.0,), ("t",), ppl_weight=0.5).with_references(dense, "base")
+    assert ppl({"a": 0.5, "t": 20.0}) == pytest.approx(0.5 - 0.5 * math.log(2))
+    assert ppl({"a": 0.5, "t": 5.0}) == pytest.approx(0.5)  # better than the base: no bonus
+    assert floor({"a": 0.0, "b": 0.0}) > FAILED_FITNESS  # a bad model still beats a failed one
+
+
+def test_new_settings_are_checked():
+    r = parse('model a = "x"\nslot 0 = ?\nsearch {\n  fitness = best\n'
+              '  min_task_retention = 180%\n  warm_merge = 3\n  final_limit = 0\n}', "s.tr")
+    _, diags = read_settings(r)
+    text = "\n".join(d.message for d in diags)
+    assert "'fitness' must be mean or retention" in text
+    assert "'min_task_retention' must be a number" in text
+    assert "'warm_merge' must be true or false" in text
+    assert "'final_limit' must be a whole number >= 1" in text
+    ok = parse('model a = "x"\nslot 0 = ?\nsearch {\n  min_task_retention = 80%\n'
+               '  final_limit = 200\n  limit = 50\n}', "s.tr")
+    settings, diags = read_settings(ok)
+    assert not diags and settings.min_task_retention == 0.8
+    assert all_rungs(settings) == (50, 200)
+
+
+@pytest.fixture()
+def space(tmp_path, quick_zoo):
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                        "final_limit = 40\nfinalists = 4\nlocal_search = 12\n"
+                        "fitness = retention\nmin_task_retention = 80%\nppl_weight = 0.2")
+    return prepare(path, {})
+
+
+def test_text_tasks_give_perplexity_as_the_model_computes_it(space, quick_zoo):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ev = make_evaluator(space)
+    assert [t.name for t in ev.texts] == ["text"]
+    base = dense_recipe(space.space, "base")
+    got = ev.scores(base, 0)["text"]
+    model = AutoModelForCausalLM.from_pretrained(quick_zoo / "base").eval()
+    lines = [ln for ln in ev.texts[0].items[0].splitlines() if ln.strip()][:12]
+    nll, count = 0.0, 0
+    for line in lines:
+        ids = torch.tensor([ev.tokenizer(line)["input_ids"][:128]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        nll -= float(logp.gather(-1, ids[0, 1:, None]).sum())
+        count += ids.shape[1] - 1
+    assert got == pytest.approx(math.exp(nll / count), rel=1e-5)
+
+
+def test_finish_rescores_finalists_and_climbs(space):
+    ev = make_evaluator(space)
+
+    def score(recipes, rung):
+        return [ev.scores(r, rung) for r in recipes]
+
+    dense = references(space.space, score, len(ev.rungs) - 2)
+    ev.objective = ev.objective.with_references(dense, "base")
+    assert set(dense) == {"base", "math", "code", "recall", "strings"}
+    search = Search(space.space, score, ev.fitness, warm=[{9, 10, 11}])
+    pop, hof = search.run()
+    before = search.evaluations
+    best, final_scores = finish(search, pop, hof, score)
+    assert final_scores == ev.scores(decode(space.space, list(best)), len(ev.rungs) - 1)
+    assert search.evaluations >= before + 12  # local search spent its budget
+    top = max(pop + list(hof.items), key=lambda i: i.fitness.values[0])
+    assert best.fitness.values[0] >= top.fitness.values[0]  # the climb never goes down
+    again = Search(space.space, score, ev.fitness, warm=[{9, 10, 11}])
+    pop2, hof2 = again.run()
+    assert list(finish(again, pop2, hof2, score)[0]) == list(best)  # same seed, same winner
+
+
+def test_merged_warm_start_is_the_merge_of_every_candidate_then_pruned(space):
+    g = genome_from_drops(space.space, {9, 10, 11}, random.Random(0), MERGED)
+    ops = decode(space.space, g).ops()
+    assert [i for i, op in enumerate(ops) if isinstance(op, Drop)] == [9, 10, 11]
+    kept = [op for op in ops if not isinstance(op, Drop)]
+    assert all(isinstance(op, Merge) and op.models == ("math", "code", "recall", "strings")
+               and op.weights == (1.0,) * 4 and op.method == "task_arithmetic" for op in kept)
+    search = Search(space.space, lambda rs, rung: [], lambda s: 0.0, warm=[{9, 10, 11}])
+    random.seed(0)
+    first = search.initial_population()[0]
+    assert list(first) == list(g)
+    assert random_genome(space.space, random.Random(1)) != list(g)
