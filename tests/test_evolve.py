@@ -255,3 +255,11 @@ def test_a_small_memory_budget_changes_nothing(space_file):
         assert tight.scores(r, 1) == roomy.scores(r, 1)
     assert tight.store.cache.used <= 32 << 10 or len(tight.store.cache) == 1
     assert tight.store.stats.layers_read > roomy.store.stats.layers_read
+
+
+def test_the_search_refuses_what_it_cannot_evaluate_at_its_line(tmp_path, quick_zoo):
+    path = write_recipe(tmp_path, quick_zoo, "embed = take(math)\nslot 0..12 = ?",
+                        f'remove = 25%\ntasks = "{quick_zoo / "tasks" / "val"}"')
+    with pytest.raises(RecipeError) as info:
+        prepare(path, {})
+    assert "the search keeps the base model's embed" in str(info.value)

@@ -244,3 +244,94 @@ def _tensors(directory: Path, load_file) -> dict:
     for f in sorted(directory.glob("*.safetensors")):
         out.update(load_file(f))
     return out
+
+
+# --- mergekit's own examples --------------------------------------------------------------
+
+EXAMPLES = sorted((Path(__file__).parent / "data" / "mergekit_examples").glob("*.yml"))
+REFUSED_EXAMPLES = {"arcee_fusion": "merge_method 'arcee_fusion' cannot be expressed"}
+# stand-ins for the models the examples name: (family directory, architecture, models)
+STAND_INS = (
+    ("psmathur", "llama", ("orca_mini_v3_13b",)),
+    ("garage-bAInd", "llama", ("Platypus2-13B",)),
+    ("WizardLM", "llama", ("WizardLM-13B-V1.2", "WizardMath-13B-V1.0")),
+    ("TheBloke", "llama", ("Llama-2-13B-fp16",)),
+    ("mistralai", "mistral", ("Mistral-7B-v0.1", "Mistral-7B-Instruct-v0.2")),
+    ("BioMistral", "mistral", ("BioMistral-7B",)),
+)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_mergekit_examples_import_or_are_refused_at_their_line(path):
+    if path.stem in REFUSED_EXAMPLES:
+        with pytest.raises(RecipeError) as exc:
+            _import(path)
+        assert REFUSED_EXAMPLES[path.stem] in render_all(exc.value.diagnostics, None)
+        return
+    recipe = _import(path)
+    text = format_recipe(recipe)
+    assert parse(text, "x.tr") == compact_slots(recipe)
+    check_golden(GOLDEN / "mergekit" / "examples" / f"{path.stem}.tr", text)
+    exported = export_recipe(recipe)  # Hub ids stay Hub ids; whole-model stays `models:`
+    check_golden(GOLDEN / "mergekit" / "examples" / f"{path.stem}.out.yml", exported)
+    assert import_config(exported, "exported.yml") == recipe
+
+
+@pytest.fixture(scope="module")
+def example_root(tmp_path_factory) -> Path:
+    """The examples' models as tiny stand-ins of the same architecture, 40 layers deep,
+    at the paths the examples name (a local directory wins over a Hub id)."""
+    from recipe_compiler.zoo.families import make_family
+
+    root = tmp_path_factory.mktemp("examples")
+    for seed, (org, arch, names) in enumerate(STAND_INS):
+        make_family(root / org, arch, names, layers=40, seed=seed + 1)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_mergekit_yaml() is None, reason="mergekit-yaml not found (set "
+                    "TAILOR_MERGEKIT_YAML=/path/to/mergekit-yaml)")
+@pytest.mark.parametrize("path", [p for p in EXAMPLES if p.stem not in REFUSED_EXAMPLES],
+                         ids=[p.stem for p in EXAMPLES if p.stem not in REFUSED_EXAMPLES])
+def test_examples_build_the_same_tensors_as_mergekit(path, example_root):
+    """Each imported example, built by both tools on the stand-ins. The examples ask for
+    float16, in which mergekit also computes; the copy built here says float32 so that
+    both compute alike (tailor always merges in float32) and rtol 1e-5 means something."""
+    import torch
+    from safetensors.torch import load_file
+
+    from recipe_compiler.cli import main
+
+    text = path.read_text().replace("dtype: float16", "dtype: float32")
+    config = example_root / path.name
+    config.write_text(text)
+    out = example_root / "out" / path.stem
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([_mergekit_yaml(), config.name, str(out / "mergekit"),
+                           "--no-copy-tokenizer", "--no-write-model-card"],
+                          cwd=example_root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recipe_file = example_root / f"{path.stem}.tr"
+    recipe_file.write_text(format_recipe(import_config(text, str(config))))
+    assert main(["build", str(recipe_file), "-o", str(out / "tailor"), "--device", "cpu"]) == 0
+    theirs = _tensors(out / "mergekit", load_file)
+    ours = _tensors(out / "tailor", load_file)
+    assert sorted(theirs) == sorted(ours)
+    recipe = parse_file(recipe_file)
+    exact = all(type(d.op).__name__ == "Take" for d in recipe.slots + recipe.parts)
+    # and `tailorc export` of the recipe builds the same in mergekit
+    exported = example_root / f"{path.stem}.exported.yml"
+    exported.write_text(export_recipe(recipe))
+    done = subprocess.run([_mergekit_yaml(), exported.name, str(out / "exported"),
+                           "--no-copy-tokenizer", "--no-write-model-card"],
+                          cwd=example_root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = _tensors(out / "exported", load_file)
+    for name, t in theirs.items():
+        assert t.dtype == ours[name].dtype == again[name].dtype, name
+        if exact:
+            assert torch.equal(t, ours[name]) and torch.equal(t, again[name]), name
+        else:
+            torch.testing.assert_close(ours[name], t, rtol=1e-5, atol=1e-6, msg=name)
+            torch.testing.assert_close(again[name], t, rtol=1e-5, atol=1e-6, msg=name)

@@ -10,6 +10,12 @@ all problems are found and reported together. No weight is read here.
 from __future__ import annotations
 
 from recipe_compiler import methods
+from recipe_compiler.compiler.parts import (
+    check_groups,
+    check_open_ranges,
+    check_parts,
+    fix_ranges,
+)
 from recipe_compiler.language.recipe import (
     ClosedOp,
     Drop,
@@ -257,11 +263,15 @@ RULES = (
     check_architectures,
     check_layers,
     check_configs,
+    check_parts,
+    check_groups,
 )
 
 
 def check(recipe: Recipe, models: Models, *, require_closed: bool = False) -> list[Diagnostic]:
-    diags = [d for rule in RULES for d in rule(recipe, models)]
+    diags = check_open_ranges(recipe, models)
+    recipe = fix_ranges(recipe, models)
+    diags += [d for rule in RULES for d in rule(recipe, models)]
     if require_closed:
         diags += check_closed(recipe)
     return sorted(diags, key=Diagnostic.sort_key)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipe_compiler.compiler.check import load_and_check
+from recipe_compiler.compiler.parts import fix_ranges
 from recipe_compiler.language.parser import parse_partial, read_source
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.language.source import Diagnostic, RecipeError, Source
@@ -51,7 +52,8 @@ def load(path: str | Path, *, require_closed: bool = False) -> Loaded:
     models, check_diags = load_and_check(recipe, require_closed=require_closed)
     seen = {(d.span, d.message) for d in parse_diags}
     diags = parse_diags + [d for d in check_diags if (d.span, d.message) not in seen]
-    return Loaded(recipe, models, source, tuple(sorted(diags, key=Diagnostic.sort_key)))
+    return Loaded(fix_ranges(recipe, models), models, source,
+                  tuple(sorted(diags, key=Diagnostic.sort_key)))
 
 
 def load_checked(path: str | Path, *, require_closed: bool = False) -> Loaded:

@@ -46,10 +46,17 @@ def describe(expr: Expr) -> str:
         parts = ", ".join(r.model for r in expr.inputs)
     extra = f" base={expr.base.model}" if expr.base is not None else ""
     values = dict(expr.params)
-    extra += "".join(f" {name}={values[name]:g}" for name in method.shown)
+    extra += "".join(f" {name}={_g(values[name])}" for name in method.shown)
     scale = f" x{expr.scale:g}" if expr.scale is not None else ""
     src_layer = expr.inputs[0].tensor
     return f"{expr.method}({parts}{extra}){scale} of {src_layer}"
+
+
+def _g(value: object) -> str:
+    """A parameter as the listing shows it: 0.5, or [0.5, 0.3] for one per model."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return f"{value:g}"
 
 
 def format_plan(plan: Plan, *, verbose: bool = False) -> str:
@@ -71,6 +78,8 @@ def format_plan(plan: Plan, *, verbose: bool = False) -> str:
     for s in plan.slots:
         slot, out, op, src = s.cells()
         lines.append(f"{slot:<5} {out:<6} {op:<21} {src}")
+    for part, op, src in plan.parts:
+        lines.append(f"{part:<12} {op:<21} {src}")
     lines += ["", "reads, in order"]
     lines += [f"  {model:<10} {Path(file).name:<40} {n:>5} tensors  {human_bytes(size)}"
               for (model, file), (n, size) in _reads_by_file(plan).items()]

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Union
 
 from recipe_compiler import methods
-from recipe_compiler.language.recipe import Drop, Merge, Recipe, Take
+from recipe_compiler.compiler.parts import fix_ranges, part_tensor, untied_head
+from recipe_compiler.language.recipe import Drop, Merge, Recipe, Take, op_models, resolve
 from recipe_compiler.models.index import (
     DTYPE_SIZES,
     FLOAT_DTYPES,
@@ -160,6 +161,7 @@ class Plan:
     params_before: int
     params_after: int
     peak_bytes: int
+    parts: tuple[tuple[str, str, str], ...] = ()  # written embed/norm/head: (part, op, models)
 
     def fresh_reads(self) -> list[Read]:
         """Every read from disk, in order: a task's inputs, less those the previous task kept."""
@@ -182,23 +184,23 @@ class Plan:
 
 
 def lower(recipe: Recipe, models: Models, *, shard_size: int = DEFAULT_SHARD_SIZE) -> Plan:
+    recipe = fix_ranges(recipe, models)
     base = models[recipe.base_name or ""]
     out_dtype = RECIPE_DTYPES[recipe.dtype] if recipe.dtype else None
     # output tensor name -> (how to make it, its dtype)
-    exprs: dict[str, tuple[Expr, str]] = {}
-    for name, t in base.non_layer().items():
-        dtype = _dtype_for(t, out_dtype)
-        exprs[name] = (_single(base.name, t, dtype, None), dtype)
+    exprs = _part_exprs(recipe, models, base, out_dtype)
     slots = _slot_plans(recipe, models)
-    ops = recipe.ops()
+    ops = recipe.positioned_ops()
     for sp in slots:
         if sp.out_layer is None:
             continue
-        op = ops[sp.slot]
+        op, t = ops[sp.slot]
         src_layer = sp.sources[0][1]
         for suffix, ref in base.layer(0).items():
             name = base.arch.layer_tensor(sp.out_layer, suffix)
             dtype = _dtype_for(ref, out_dtype)
+            if isinstance(op, Merge):
+                op = resolve(ops[sp.slot][0], t, base.arch.group_of(suffix))
             exprs[name] = (_layer_expr(op, suffix, src_layer, models, base, dtype), dtype)
     outputs = _layout(exprs, shard_size)
     tasks = _order(outputs, {n: e for n, (e, _) in exprs.items()}, recipe)
@@ -209,14 +211,48 @@ def lower(recipe: Recipe, models: Models, *, shard_size: int = DEFAULT_SHARD_SIZ
         shards=shards,
         tasks=tasks,
         slots=slots,
-        config_json=_config(base, slots, recipe.dtype),
+        config_json=_config(base, slots, recipe.dtype, untied_head(recipe, base)),
         index_json=_index_json(shards, outputs),
         copy_files=tuple((str(base.path / n), n) for n in COPIED_FILES
                          if (base.path / n).is_file()),
         params_before=base.param_count(),
         params_after=sum(math.prod(o.shape) for o in outputs),
         peak_bytes=_peak(tasks),
+        parts=tuple((d.part, _kind(d.op), ", ".join(op_models(d.op)))  # type: ignore[arg-type]
+                    for d in recipe.parts),
     )
+
+
+def _kind(op: Take | Merge) -> str:
+    return "take" if isinstance(op, Take) else f"merge:{op.method}"
+
+
+def _part_exprs(recipe: Recipe, models: Models, base: ModelInfo,
+                out_dtype: str | None) -> dict[str, tuple[Expr, str]]:
+    """The tensors outside the layers: the base model's, or as `embed`/`norm`/`head` say."""
+    exprs: dict[str, tuple[Expr, str]] = {}
+    names = list(base.non_layer())
+    if untied_head(recipe, base) and base.arch.head_tensor not in names:
+        names.append(base.arch.head_tensor)
+    for name in names:
+        ref = part_tensor(base, name)
+        assert ref is not None  # a non-layer tensor, or the tied head's embedding
+        dtype = _dtype_for(ref, out_dtype)
+        part = base.arch.part_of(name)
+        op = recipe.part(part) if part is not None else None
+        if op is None:
+            exprs[name] = (_single(base.name, ref, dtype, None), dtype)
+        elif isinstance(op, Take):
+            src = part_tensor(models[op.model], name)
+            exprs[name] = (_single(op.model, src, dtype, None), dtype)  # type: ignore[arg-type]
+        else:
+            assert isinstance(op, Merge)
+            op = resolve(op, 0.0, None)
+            inputs = tuple(Read.of(m, part_tensor(models[m], name))  # type: ignore[arg-type]
+                           for m in op.models)
+            base_read = Read.of(base.name, ref) if needs_base(op) else None
+            exprs[name] = (merge_expr(op, inputs, base_read, None, name), dtype)
+    return exprs
 
 
 def _dtype_for(ref: TensorInfo, out_dtype: str | None) -> str:
@@ -383,8 +419,11 @@ def _peak(tasks: tuple[Task, ...]) -> int:
     return peak
 
 
-def _config(base: ModelInfo, slots: tuple[SlotPlan, ...], dtype: str | None) -> str:
+def _config(base: ModelInfo, slots: tuple[SlotPlan, ...], dtype: str | None,
+            untied: bool = False) -> str:
     config = dict(base.config)
+    if untied:
+        config[base.arch.tie_config_key] = False
     kept = [sp.sources[0][1] for sp in slots if sp.out_layer is not None]
     config[base.arch.num_layers_key] = len(kept)
     for key in base.arch.per_layer_config:

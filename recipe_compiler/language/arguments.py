@@ -12,7 +12,7 @@ import math
 
 from lark import Token, Tree
 
-from recipe_compiler.language.recipe import Name, Percent, Value
+from recipe_compiler.language.recipe import ByGroup, Gradient, Name, Percent, Value, varies
 from recipe_compiler.language.source import Span, did_you_mean
 
 MAX_DIGITS = 18  # whole numbers up to 10**18: every real count; Python's int() caps at 4300
@@ -90,10 +90,88 @@ class ArgumentReader:
             return None
         return tuple(float(v) for v in value)
 
+    def varying_arg(self, kwargs: dict, p, count: int) -> Value | None:
+        """A method parameter, which may vary: a gradient over the slot range, a by_group
+        value per tensor group, and for a per-model parameter a list of one per model."""
+        if p.name not in kwargs or p.kind not in ("weights", "float"):
+            return self.param_arg(kwargs, p, count)
+        per_model_list = p.kind == "float" and p.per_model and isinstance(kwargs[p.name][0],
+                                                                            tuple)
+        if not varies(kwargs[p.name][0]) and not per_model_list:
+            return self.param_arg(kwargs, p, count)
+        value, tree = kwargs[p.name]
+        if p.kind == "float" and not isinstance(value, tuple):
+            return value if self.varying_ok(p, value, tree, inside_list=False) else None
+        if not isinstance(value, tuple) or (p.kind == "float" and not p.per_model):
+            self.err(f"'{p.name}' must be a number, a gradient(...) or a by_group(...), "
+                     f"got {_show(value)}", tree)
+            return None
+        if len(value) != count:
+            self.err(f"'{p.name}' lists {len(value)} value(s) for {count} model(s)", tree)
+            return None
+        ok = all(self.varying_ok(p, v, tree, inside_list=True) for v in value)
+        return tuple(v if isinstance(v, (Gradient, ByGroup)) else float(v) for v in value) \
+            if ok else None
+
+    def varying_ok(self, p, value: object, tree: Tree, inside_list: bool) -> bool:
+        """Every number a varying value can take is a finite number in the parameter's range."""
+        if isinstance(value, ByGroup):
+            if inside_list and value.other is None:
+                self.err(f"a by_group(...) inside '{p.name}' needs other=...: every tensor "
+                         "needs a value for each model", tree)
+                return False
+            values = [v for _, v in value.groups] + ([value.other] if value.other is not None
+                                                     else [])
+            if any(isinstance(v, ByGroup) for v in values):
+                self.err("by_group(...) values are numbers or gradients, not by_group", tree)
+                return False
+            return all(self.varying_ok(p, v, tree, inside_list) for v in values)
+        points = value.points if isinstance(value, Gradient) else (value,)
+        for x in points:
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                self.err(f"'{p.name}' takes numbers, got {_show(x)}", tree)
+                return False
+            bound = p.bound() if hasattr(p, "bound") else None
+            if bound is not None and not p.in_range(float(x)):
+                self.err(f"'{p.name}' must be {bound}, got {_show(x)}", tree)
+                return False
+        return True
+
+    def call(self, tree: Tree) -> Value:
+        """`gradient(a, b, ...)` or `by_group(group=value, ..., other=value)`."""
+        name, args = str(tree.children[0]), tree.children[1:]
+        positional = [self.value(a.children[0]) for a in args if a.data == "value_arg"]
+        keywords = [(str(a.children[0]), self.value(a.children[1]), a) for a in args
+                    if a.data == "keyword"]
+        if name == "gradient":
+            ok = not keywords and len(positional) >= 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in positional)
+            if not ok:
+                self.err("gradient(...) takes two or more numbers, e.g. gradient(0, 0.5, 1)",
+                         tree)
+                return Gradient((0.0, 0.0))
+            return Gradient(tuple(float(v) for v in positional))
+        if name == "by_group":
+            if positional or not keywords:
+                self.err("by_group(...) takes group=value arguments, e.g. "
+                         "by_group(self_attn=0.3, mlp=0.7, other=0.5)", tree)
+                return ByGroup(())
+            seen: set[str] = set()
+            for key, _, node in keywords:
+                if key in seen:
+                    self.err(f"group '{key}' is given twice", node)
+                seen.add(key)
+            return ByGroup(tuple((k, v) for k, v, _ in keywords if k != "other"),
+                           next((v for k, v, _ in keywords if k == "other"), None))
+        self.err(f"unknown function '{name}' (known: gradient, by_group)", tree.children[0])
+        return Gradient((0.0, 0.0))
+
     def value(self, tree: Tree) -> Value:
         kind = tree.data
         if kind == "list":
             return tuple(self.value(c) for c in tree.children)
+        if kind == "call":
+            return self.call(tree)
         tok = tree.children[0]
         text = str(tok)
         if kind == "string":
@@ -160,4 +238,8 @@ def _show(value: Value) -> str:
         return f'"{value}"'
     if isinstance(value, tuple):
         return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, (Gradient, ByGroup)):
+        from recipe_compiler.language.printer import format_value
+
+        return format_value(value)
     return str(value).lower() if isinstance(value, bool) else repr(value)

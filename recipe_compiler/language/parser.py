@@ -26,6 +26,7 @@ from recipe_compiler.language.recipe import (
     DTYPES,
     MERGE_FIELDS,
     MERGE_METHODS,
+    PARTS,
     Choose,
     Drop,
     Merge,
@@ -33,11 +34,13 @@ from recipe_compiler.language.recipe import (
     Name,
     Op,
     Open,
+    PartDecl,
     Recipe,
     Setting,
     SlotDecl,
     Take,
     Value,
+    op_has_gradient,
 )
 from recipe_compiler.language.source import (
     Diagnostic,
@@ -148,6 +151,7 @@ class _Builder(ArgumentReader):
     def recipe(self, tree: Tree, comment_tokens: list[Token], text: str) -> Recipe:
         models: list[ModelDecl] = []
         slots: list[SlotDecl] = []
+        parts: list[PartDecl] = []
         top: dict[str, Setting] = {}
         search: list[Setting] | None = None
         anchors: list[tuple[str, Tree]] = []
@@ -163,6 +167,10 @@ class _Builder(ArgumentReader):
                 decl = self.slot_decl(stmt)
                 slots.append(decl)
                 anchors.append((f"slot:{decl.start}", stmt))
+            elif kind == "part_decl":
+                part = self.part_decl(stmt, parts)
+                parts.append(part)
+                anchors.append((f"part:{part.part}", stmt))
             elif kind == "setting":
                 setting = self.setting(stmt)
                 self.top_setting(setting, top, stmt)
@@ -179,6 +187,7 @@ class _Builder(ArgumentReader):
             base_model=self._top_value(top, "base_model", Name),
             dtype=self._top_value(top, "dtype", Name),
             search=tuple(search) if search is not None else None,
+            parts=tuple(sorted(parts, key=lambda d: PARTS.index(d.part))),
             path=self.path,
             settings_spans=tuple((k, s.value_span) for k, s in top.items() if s.value_span),
             comments=_attach_comments(comment_tokens, anchors, text),
@@ -193,9 +202,28 @@ class _Builder(ArgumentReader):
             path_span=_span(self.path, path_tok),
         )
 
+    def part_decl(self, tree: Tree, parts: list[PartDecl]) -> PartDecl:
+        name_tree, op_tree = tree.children
+        part = str(name_tree.children[0])
+        if any(p.part == part for p in parts):
+            self.err(f"'{part}' is set twice", name_tree)
+        op = self.op(op_tree)
+        if not isinstance(op, (Take, Merge)):
+            self.err(f"'{part}' takes take(...) or merge(...), not '{_op_word(op)}'", op_tree,
+                     hint="the search fills layer slots only")
+        elif op.layer is not None or op.scale is not None:
+            key = "layer" if op.layer is not None else "scale"
+            self.err(f"'{part}' has no layers: {key}= applies to slots only", op.span_of(key))
+        elif isinstance(op, Merge) and op_has_gradient(op):
+            self.err(f"a gradient varies over a slot range; '{part}' takes one value",
+                     op_tree)
+        return PartDecl(part, op, span=_span(self.path, tree))
+
     def slot_decl(self, tree: Tree) -> SlotDecl:
         range_tree, op_tree = tree.children
-        bounds = [self.whole(t) for t in range_tree.children]
+        bounds = [self.whole(t) for t in range_tree.children if t.type == "INT"]
+        if len(range_tree.children) == 2:  # `slot a..`: to the base model's last layer
+            return SlotDecl(bounds[0], None, self.op(op_tree), span=_span(self.path, tree))
         start, stop = (bounds[0], bounds[0] + 1) if len(bounds) == 1 else bounds
         if stop > MAX_SLOTS:
             self.err(f"slot {stop - 1} is beyond the limit of {MAX_SLOTS} slots", range_tree)
@@ -328,7 +356,7 @@ class _Builder(ArgumentReader):
         method = methods.get(self.name_arg(kwargs, "method", MERGE_METHODS) or methods.DEFAULT)
         self.known_kwargs(f"merge(method={method.name})", kwargs,
                           tuple(p.name for p in method.params) + ("method", "layer", "scale"))
-        values = {p.name: self.param_arg(kwargs, p, len(names)) for p in method.params}
+        values = {p.name: self.varying_arg(kwargs, p, len(names)) for p in method.params}
         self.merge_needs(tree, method, kwargs, len(names))
         fields = {k: values.pop(k, None) for k in MERGE_FIELDS}
         return Merge(
@@ -370,3 +398,7 @@ class _Builder(ArgumentReader):
                               p.high, open_low=p.open_low)
 
 _NUMBERS = {1: "one", 2: "two", 3: "three"}
+
+
+def _op_word(op: Op) -> str:
+    return {Drop: "drop", Open: "?", Choose: "choose(...)"}.get(type(op), "?")

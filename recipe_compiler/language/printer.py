@@ -18,8 +18,10 @@ from dataclasses import replace
 from decimal import Decimal
 
 from recipe_compiler.language.recipe import (
+    ByGroup,
     Choose,
     Drop,
+    Gradient,
     Merge,
     Name,
     Op,
@@ -30,6 +32,7 @@ from recipe_compiler.language.recipe import (
     SlotDecl,
     Take,
     Value,
+    op_has_gradient,
 )
 
 
@@ -48,7 +51,18 @@ def format_value(value: Value) -> str:
         return f'"{escaped}"'
     if isinstance(value, tuple):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, Gradient):
+        return "gradient(" + ", ".join(_short(x) for x in value.points) + ")"
+    if isinstance(value, ByGroup):
+        entries = list(value.groups) + ([("other", value.other)] if value.other is not None
+                                        else [])
+        return "by_group(" + ", ".join(f"{k}={format_value(v)}" for k, v in entries) + ")"
     return _num(value)
+
+
+def _short(x: float) -> str:
+    """A gradient point as briefly as it reads back: 0 and 1, not 0.0 and 1.0."""
+    return str(int(x)) if x == int(x) and abs(x) < 1e15 else repr(x)
 
 
 def _num(x: int | float) -> str:
@@ -106,7 +120,8 @@ def compact_slots(recipe: Recipe) -> Recipe:
 
 def _joins(a: SlotDecl, b: SlotDecl, commented: set[str]) -> bool:
     own_layer = isinstance(b.op, Drop) or (isinstance(b.op, (Take, Merge)) and b.op.layer is None)
-    return (own_layer and a.stop == b.start and a.op == b.op
+    # a gradient runs over its declaration's range: joining two would stretch it
+    return (own_layer and not op_has_gradient(b.op) and a.stop == b.start and a.op == b.op
             and f"slot:{a.start}" not in commented and f"slot:{b.start}" not in commented)
 
 
@@ -122,6 +137,8 @@ def format_recipe(recipe: Recipe) -> str:
         out.stmt("base_model", f"base_model = {recipe.base_model}")
     if recipe.dtype is not None:
         out.stmt("dtype", f"dtype = {recipe.dtype}")
+    for part in recipe.parts:
+        out.stmt(f"part:{part.part}", f"{part.part} = {format_op(part.op)}")
     if recipe.slots:
         out.blank()
         heads = [_slot_head(d.start, d.stop) for d in recipe.slots]
@@ -138,7 +155,9 @@ def format_recipe(recipe: Recipe) -> str:
     return "\n".join(out.lines).strip("\n") + "\n"
 
 
-def _slot_head(start: int, stop: int) -> str:
+def _slot_head(start: int, stop: int | None) -> str:
+    if stop is None:
+        return f"slot {start}.."
     return f"slot {start}" if stop == start + 1 else f"slot {start}..{stop}"
 
 

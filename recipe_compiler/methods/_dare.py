@@ -25,7 +25,8 @@ def pruned_deltas(xs: list, base, p: Mapping[str, object]) -> list:
     """x_k - base with DARE's random drop (and L1 rescale) applied, one per model."""
     from recipe_compiler.methods._ops import drop_and_rescale, seed_for
 
-    density, rescale = float(p["density"]), bool(p["rescale"])  # type: ignore[arg-type]
-    return [drop_and_rescale(x - base, density, rescale,
+    density, rescale = p["density"], bool(p["rescale"])  # one density, or one per model
+    each = density if isinstance(density, tuple) else (density,) * len(xs)
+    return [drop_and_rescale(x - base, float(each[k]), rescale,  # type: ignore[arg-type]
                              seed_for(int(p["seed"]), str(p["key"]), k))  # type: ignore[arg-type]
             for k, x in enumerate(xs)]

@@ -13,8 +13,9 @@ def formula(xs: list, base, p: Mapping[str, object]):
 
     from recipe_compiler.methods._ops import consensus, trim_magnitude
 
-    density: float = p["density"]  # type: ignore[assignment]
-    deltas = torch.stack([trim_magnitude(x - base, density) for x in xs])  # (K, *shape)
+    density = p["density"]  # one for all models, or one per model
+    each = density if isinstance(density, tuple) else (density,) * len(xs)
+    deltas = torch.stack([trim_magnitude(x - base, d) for x, d in zip(xs, each)])  # (K, ...)
     return base + consensus(deltas, p["weights"], bool(p["normalize"]))  # type: ignore[arg-type]
 
 

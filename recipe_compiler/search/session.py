@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recipe_compiler.compiler.frontdoor import load
+from recipe_compiler.compiler.parts import search_refusals
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.language.source import Diagnostic, RecipeError, first_line
 from recipe_compiler.models.index import Models
@@ -36,6 +37,7 @@ def prepare(recipe_path: Path, overrides: dict) -> Prepared:
     loaded = load(recipe_path)
     recipe, models = loaded.recipe, loaded.models
     settings, diags = read_settings(recipe, overrides)
+    diags += search_refusals(recipe)
     if not loaded.errors and not _errors(diags):
         space, more = build_space(recipe, models, settings)
         diags += more

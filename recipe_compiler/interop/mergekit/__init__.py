@@ -12,11 +12,14 @@ mapping:
 - `layer_range: [a, b]` is half-open; a slice of n layers makes n output layers, output
   layer k of the slice reading layer `a_j + k` of each source j.
 - the embeddings are merged over the FIRST slice's sources and the final norm and lm_head
-  over the LAST slice's, with the config's one merge method; tailor copies all three from
-  its base model, so both end slices must reduce to one model's tensors unchanged.
-- parameters resolve per tensor through source -> slice -> top-level `parameters`, and
-  `filter` entries match substrings of tensor names; mergekit's scalar `scale` multiplies
-  every tensor of a layer, while tailor's multiplies only the output projections.
+  over the LAST slice's, with the config's one merge method and parameters read at t = 0:
+  the recipe's `embed =`, `norm =` and `head =`; a whole-model config (`models:`) is one
+  slice over every layer (`slot 0.. =`), its base model added when not listed.
+- parameters resolve per tensor through source -> slice -> top-level `parameters`; a list
+  of numbers is a gradient over the slice (`gradient(...)`), and `filter` entries match
+  substrings of tensor names: a tensor group's name (`by_group(...)`, the groups named in
+  models/arch/*.json); mergekit's scalar `scale` multiplies every tensor of a layer, while
+  tailor's multiplies only the output projections.
 
 A config is untrusted text: it is read within limits (size, nesting, nodes reached through
 aliases, layer indices) checked before anything iterates over it, every number is checked
@@ -24,20 +27,18 @@ finite and in range before use, and every problem, a limit passed included, is a
 diagnostic (found by tests/test_fuzz_mergekit.py).
 
 The package: `yaml_nodes` reads the text into positioned nodes within those limits;
-`config`, `parameters` and `importer` turn them into a `Recipe`; `exporter` writes a
+`config`, `parameters`, `importer` and `placing` turn them into a `Recipe`; `exporter` writes a
 `Recipe` as YAML; `common` holds what both directions know of mergekit.
 """
 
 from recipe_compiler.interop.mergekit.common import (
     BOOL_PARAMETERS,
-    END_TENSORS,
+    GROUPS,
     KEYWORDS,
-    LAYER_TENSOR,
     METHODS,
     PARAMETERS,
-    PROJ_TENSOR,
     REFUSED_KEYS,
-    SCALE_FILTERS,
+    SCALE_FILTER_SETS,
     TOP_KEYS,
 )
 from recipe_compiler.interop.mergekit.exporter import export_recipe
@@ -53,9 +54,8 @@ from recipe_compiler.interop.mergekit.yaml_nodes import (
 
 __all__ = [
     "BOOL_PARAMETERS",
-    "END_TENSORS",
+    "GROUPS",
     "KEYWORDS",
-    "LAYER_TENSOR",
     "MAX_ALIASED_NODES",
     "MAX_CHARS",
     "MAX_DEPTH",
@@ -64,9 +64,8 @@ __all__ = [
     "MERGE_TAG",
     "METHODS",
     "PARAMETERS",
-    "PROJ_TENSOR",
     "REFUSED_KEYS",
-    "SCALE_FILTERS",
+    "SCALE_FILTER_SETS",
     "TOP_KEYS",
     "export_recipe",
     "import_config",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import reprlib
 
 from recipe_compiler import methods
+from recipe_compiler.models.arch import all_architectures
 
 # The merge methods, their mergekit parameters and both tools' defaults: methods/<name>.py.
 # passthrough is mergekit's take.
@@ -19,12 +20,21 @@ METHODS = ("passthrough",) + tuple(m.mergekit for m in methods.REGISTRY.values()
 PARAMETERS = {"passthrough": ("scale",), **{m.mergekit: m.mergekit_params()
                                             for m in methods.REGISTRY.values() if m.mergekit}}
 BOOL_PARAMETERS = ("normalize", "int8_mask", "rescale")
-# The only per-tensor `scale` tailor can say: the Llama-family output projections.
-SCALE_FILTERS = ("o_proj", "down_proj")
-LAYER_TENSOR = "model.layers.0.mlp.up_proj.weight"  # stands for the unfiltered layer tensors
-PROJ_TENSOR = "model.layers.0.self_attn.o_proj.weight"
-END_TENSORS = ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")
-TOP_KEYS = ("name", "slices", "merge_method", "base_model", "dtype", "out_dtype", "parameters")
+# What mergekit's `filter:` strings can mean, from the architecture files (models/arch/):
+# a tensor group's name (each file's `tensor_groups`) where, as a substring of tensor names,
+# it picks exactly the group's tensors in every architecture that has it; and the module
+# names that pick exactly what tailor's `scale` multiplies (o_proj and down_proj for
+# Llama-style models), per architecture.
+GROUPS = tuple(dict.fromkeys(
+    g for a in all_architectures() for g, _ in a.tensor_groups
+    if all(g in b.filter_groups() for b in all_architectures()
+           if g in dict(b.tensor_groups))))
+SCALE_FILTER_SETS = tuple(dict.fromkeys(a.scale_filters() for a in all_architectures()
+                                        if a.scale_filters()))
+# what `export` writes for `scale` when it does not know the architecture: Llama's
+LLAMA_SCALE_FILTERS = next(a.scale_filters() for a in all_architectures() if a.name == "llama")
+TOP_KEYS = ("name", "slices", "models", "merge_method", "base_model", "dtype", "out_dtype",
+            "parameters")
 REFUSED_KEYS = {
     "tokenizer_source": "tokenizer surgery is not supported: tailor copies the base model's "
                         "tokenizer files unchanged",
@@ -34,7 +44,8 @@ REFUSED_KEYS = {
                      "tokenizer files unchanged",
     "modules": "multi-module configs ('modules:') are not supported",
 }
-KEYWORDS = {"drop", "take", "merge", "choose", "model", "slot", "search", "true", "false"}
+KEYWORDS = {"drop", "take", "merge", "choose", "model", "slot", "search", "true", "false",
+            "embed", "norm", "head"}
 
 _SHOW = reprlib.Repr()
 _SHOW.maxstring, _SHOW.maxother, _SHOW.maxlong = 60, 60, 40

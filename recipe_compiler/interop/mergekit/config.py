@@ -61,6 +61,7 @@ class _Config:
     base: tuple[str, Node] | None
     dtype: str | None
     name: str | None
+    whole: bool = False  # `models:`: one slice over every layer of every model
 
 
 def _read_config(y: _Yaml, root: Node) -> _Config | None:
@@ -70,13 +71,18 @@ def _read_config(y: _Yaml, root: Node) -> _Config | None:
     _check_top_keys(y, top)
     method = _method(y, top)
     slices: list[_Slice | None] = []
+    if "slices" in top and "models" in top:
+        y.err("the config gives both 'slices:' and 'models:'; mergekit takes one",
+              top["models"][0])
+    elif "models" in top:
+        slices = [_read_models(y, top["models"][1])]
     if "slices" in top:
         node = top["slices"][1]
         slices = [_read_slice(y, n) for n in y.sequence(node, "'slices'")]
         if isinstance(node, SequenceNode) and not slices:
             y.err("'slices' lists no slice", node)
     elif "models" not in top:
-        y.err("the config has no 'slices:'", root)
+        y.err("the config has neither 'slices:' nor 'models:'", root)
     params = y.mapping(top["parameters"][1], "'parameters'") if "parameters" in top else None
     base = (_model_ref(y, top["base_model"][1]), top["base_model"][1]) \
         if "base_model" in top else None
@@ -84,18 +90,40 @@ def _read_config(y: _Yaml, root: Node) -> _Config | None:
     name = _name(y, top)
     if method is None or not slices or any(s is None for s in slices) or (base and not base[0]):
         return None
-    return _Config(method, tuple(slices), params, base, dtype, name)  # type: ignore[arg-type]
+    return _Config(method, tuple(slices), params, base, dtype, name,  # type: ignore[arg-type]
+                   whole="models" in top)
+
+
+def _read_models(y: _Yaml, node: Node) -> _Slice | None:
+    """`models:` as one slice whose sources span every layer (ranges left at [0, 0]:
+    the recipe says `slot 0..`, whatever the models' depth)."""
+    sources = []
+    for entry in y.sequence(node, "'models'"):
+        keys = y.mapping(entry, "a model entry")
+        if keys is None:
+            return None
+        for key, (knode, _) in keys.items():
+            if key not in ("model", "parameters"):
+                y.err(f"unknown model entry key {_show(key)}", knode)
+        if "model" not in keys:
+            y.err("a model entry needs 'model:'", entry)
+            return None
+        model = _model_ref(y, keys["model"][1])
+        params = y.mapping(keys["parameters"][1], "'parameters'") \
+            if "parameters" in keys else None
+        if model is None:
+            return None
+        sources.append(_Source(model, 0, 0, params, entry, keys["model"][1]))
+    if not sources:
+        y.err("'models' lists no model", node)
+        return None
+    return _Slice(tuple(sources), None, None, node)
 
 
 def _check_top_keys(y: _Yaml, top: dict[str, tuple[Node, Node]]) -> None:
     for key, (knode, _) in top.items():
         if key in REFUSED_KEYS:
             y.err(REFUSED_KEYS[key], knode)
-        elif key == "models":
-            y.err("whole-model merges ('models:') are not supported: mergekit also merges the "
-                  "embeddings, final norm and lm_head, which tailor copies from one base model",
-                  knode, hint="list the layers under 'slices:', beginning and ending with a "
-                  "slice of the base model alone")
         elif key not in TOP_KEYS:
             y.err(f"unknown mergekit key {_show(key)}", knode)
 

@@ -13,26 +13,32 @@ from dataclasses import replace
 
 from recipe_compiler import methods
 from recipe_compiler.interop.mergekit.common import (
-    END_TENSORS,
     KEYWORDS,
-    LAYER_TENSOR,
-    PROJ_TENSOR,
-    _form,
+    _needs_base,
     _show,
 )
-from recipe_compiler.interop.mergekit.config import _Config, _one_line, _read_config, _Slice
-from recipe_compiler.interop.mergekit.parameters import _check_parameters, _param
+from recipe_compiler.interop.mergekit.config import (
+    _Config,
+    _one_line,
+    _read_config,
+    _Slice,
+    _Source,
+)
+from recipe_compiler.interop.mergekit.parameters import SCALED, _check_parameters, _param
+from recipe_compiler.interop.mergekit.placing import _place
 from recipe_compiler.interop.mergekit.yaml_nodes import MAX_ERRORS, _compose, _Yaml
 from recipe_compiler.language.parser import MAX_SLOTS
 from recipe_compiler.language.recipe import (
     MERGE_FIELDS,
+    ByGroup,
     ClosedOp,
-    Drop,
     Merge,
     ModelDecl,
+    PartDecl,
     Recipe,
     SlotDecl,
     Take,
+    resolve,
 )
 from recipe_compiler.language.source import Diagnostic, RecipeError, Source, Span, error
 from recipe_compiler.methods import Method
@@ -68,25 +74,42 @@ def _at_most(diags: list[Diagnostic], path: str) -> list[Diagnostic]:
 
 
 def _to_recipe(y: _Yaml, config: _Config) -> Recipe | None:
-    base = _end_model(y, config)
     if not _count_layers(y, config):
         return None
-    # the models of slices that make layers: a zero-length one only reads the embeddings
-    names = _short_names([base or ""] + [src.model for s in config.slices for src in s.sources
-                                         if any(x.stop > x.start for x in s.sources)])
-    layers: list[tuple[ClosedOp, int]] = []
-    for sl in config.slices:
-        layers += _slice_ops(y, config, sl, names, base or "")
-    if not layers:
+    first = config.slices[0].sources[0].model
+    base = config.base[0] if config.base is not None else first
+    if config.whole and _needs_base(config.method) and \
+            base not in {s.model for s in config.slices[0].sources}:
+        # mergekit adds the base model to a whole-model merge's sources
+        node = config.base[1] if config.base else config.slices[0].node
+        extra = _Source(base, 0, 0, None, node, node)
+        config = replace(config, slices=(replace(config.slices[0], sources=config.slices[
+            0].sources + (extra,)),))
+    # the models of slices that make layers, and of the end slices (embed, norm, head)
+    last = len(config.slices) - 1
+    used = [i in (0, last) or any(x.stop > x.start for x in s.sources)
+            for i, s in enumerate(config.slices)]
+    names = _short_names([base] + [src.model for s, u in zip(config.slices, used) if u
+                                   for src in s.sources])
+    runs = [_slice_op(y, config, sl, names, base) if u else None
+            for sl, u in zip(config.slices, used)]
+    if y.diags:
+        return None
+    layers = [r for r in runs if r is not None and r[2] > 0]
+    if not layers and not config.whole:
         y.err("the slices hold no layers", config.slices[0].node)
-    if y.diags or base is None:
+        return None
+    slots = (SlotDecl(0, None, runs[0][0]),) if config.whole else _place(layers)  # type: ignore
+    parts = _ends(y, config, runs, names[base])
+    if y.diags:
         return None
     return Recipe(
         models=tuple(ModelDecl(name, path) for path, name in names.items()),
-        slots=_place(layers),
+        slots=slots,
         name=config.name,
         base_model=names[base],
         dtype=config.dtype,
+        parts=parts,
         path=os.path.splitext(y.path)[0] + ".tr",
         comments=(("header", (f"# imported from {_one_line(y.path)} (mergekit merge_method: "
                               f"{config.method})",), None),),
@@ -105,50 +128,22 @@ def _count_layers(y: _Yaml, config: _Config) -> bool:
     return True
 
 
-def _end_model(y: _Yaml, config: _Config) -> str | None:
-    """The one model whose embeddings, final norm and lm_head mergekit's output keeps
-    unchanged; tailor's base model. None (with a diagnostic) when mergekit merges them."""
+def _ends(y: _Yaml, config: _Config, runs: list, base: str) -> tuple[PartDecl, ...]:
+    """mergekit merges the embeddings over the first slice's sources and the final norm and
+    lm_head over the last slice's, with the slice's parameters at t = 0, outside every
+    tensor group: `embed =`, `norm =`, `head =` (left out when the base model's)."""
     first, last = config.slices[0], config.slices[-1]
-    found = []
-    for sl, what in ((first, "embeddings over the first"), (last, "final norm and lm_head "
-                                                                  "over the last")):
-        models = list(dict.fromkeys(src.model for src in sl.sources))
-        if len(models) != 1:
-            hint = (f"mergekit's {config.method} needs two models in every slice, so it "
-                    "always merges them" if _form(config.method) == "pair" else
-                    "begin and end the config with a slice of the base model alone; a "
-                    "zero-length one (layer_range: [0, 0]) adds no layer")
-            y.err(f"mergekit merges the {what} slice's models ({_listing(models)}); tailor "
-                  "copies them from one base model", sl.node, hint=hint)
-            return None
-        found.append((models[0], sl))
-    (model, sl), (last_model, last_sl) = found
-    if model != last_model:
-        y.err(f"mergekit takes the embeddings from the first slice's model {_show(model)} but "
-              f"the final norm and lm_head from the last slice's model {_show(last_model)}; "
-              "tailor takes all three from one base model", last_sl.node)
-        return None
-    if config.base is not None and config.base[0] != model:
-        y.err(f"base_model {_show(config.base[0])} is not the model the embeddings, final "
-              f"norm and lm_head come from ({_show(model)}); tailor takes all of them from its "
-              "base model", config.base[1])
-        return None
-    for s, tensor in ((sl, END_TENSORS[0]), (last_sl, END_TENSORS[1]), (last_sl, END_TENSORS[2])):
-        _check_identity(y, config, s, model, tensor)
-    return model
-
-
-def _check_identity(y: _Yaml, config: _Config, sl: _Slice, model: str, tensor: str) -> None:
-    """mergekit's merge of a single model leaves `tensor` unchanged (up to rounding)."""
-    # passthrough: a scalar scale is refused for the layers already, and the one filter
-    # form accepted leaves these tensors at 1
-    if config.method != "passthrough" and \
-            methods.by_mergekit(config.method).mergekit_form == "weighted":  # type: ignore
-        weight, node = _param(y, config, sl, "weight", model, tensor)
-        normalize, _ = _param(y, config, sl, "normalize", None, tensor)
-        if normalize is False and weight != 1:
-            y.err(f"with normalize: false, weight {weight} also multiplies '{tensor}' in "
-                  "mergekit; tailor copies it from the base model unchanged", node)
+    if len(first.sources) < len(last.sources):
+        # mergekit pairs the last slice's models with the first slice's count of tensors
+        y.err(f"mergekit merges the final norm and lm_head over only the first "
+              f"{len(first.sources)} of this slice's {len(last.sources)} sources", last.node)
+        return ()
+    parts = []
+    for part, (op, _, _) in (("embed", runs[0]), ("norm", runs[-1]), ("head", runs[-1])):
+        end = resolve(op, 0.0, None) if isinstance(op, Merge) else replace(op, scale=None)
+        if end != Take(base):
+            parts.append(PartDecl(part, end))
+    return tuple(parts)
 
 
 def _short_names(paths: list[str]) -> dict[str, str]:
@@ -169,32 +164,29 @@ def _short_names(paths: list[str]) -> dict[str, str]:
     return names
 
 
-def _slice_ops(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
-               base: str) -> list[tuple[ClosedOp, int]]:
-    """(operation, source layer) per output layer of the slice: output layer k reads a + k."""
+def _slice_op(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
+              base: str) -> tuple[ClosedOp, int, int] | None:
+    """(operation, first source layer, layer count) of a slice; its operation also makes
+    the embeddings (first slice) or the final norm and head (last slice)."""
     lengths = {src.stop - src.start for src in sl.sources}
     if len(lengths) > 1:
         y.err("the sources of a slice must have layer ranges of equal length, got "
               + _listing([f"[{s.start}, {s.stop}]" for s in sl.sources]),
               sl.sources[1].range_node)
-        return []
+        return None
     n, first = lengths.pop(), sl.sources[0].start
-    if n == 0:
-        return []  # mergekit reads no parameter of it either
     seen: set[str] = set()
     for src in sl.sources:
         if src.model in seen:
             y.err(f"model {_show(src.model)} is a source of this slice twice", src.node)
-            return []
+            return None
         seen.add(src.model)
     form = "take" if config.method == "passthrough" else \
         methods.by_mergekit(config.method).mergekit_form  # type: ignore[union-attr]
     make = {"take": _passthrough, "weighted": _linear, "pair": _pair,
             "task_vector": _task_vector}[form]
     op = make(y, config, sl, names, base)
-    if op is None:
-        return []
-    return [(op, first + k) for k in range(n)]
+    return None if op is None else (op, first, n)
 
 
 def _listing(items: list[str], most: int = 4) -> str:
@@ -220,8 +212,8 @@ def _passthrough(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
         y.err(f"passthrough takes one source per slice, got {len(sl.sources)}", sl.node)
         return None
     src = sl.sources[0]
-    proj, _ = _param(y, config, sl, "scale", src.model, PROJ_TENSOR)
-    other, node = _param(y, config, sl, "scale", src.model, LAYER_TENSOR)
+    proj, _ = _param(y, config, sl, "scale", src.model, SCALED)
+    other, node = _param(y, config, sl, "scale", src.model, "")
     if other not in (None, 1):
         y.err(f"scale {other} multiplies every tensor of the layer in mergekit, norms included; "
               "tailor's scale multiplies only the output projections", node,
@@ -239,7 +231,12 @@ def _weights(y: _Yaml, config: _Config, sl: _Slice, sources) -> tuple[float, ...
         if w is None:
             y.err(f"no weight for {_show(src.model)} (mergekit requires one)", src.node)
             return None
-        weights.append(float(w))  # type: ignore[arg-type]
+        if isinstance(w, ByGroup) and w.other is None:
+            y.err(f"the weight of {_show(src.model)} has no value for the tensors outside "
+                  f"its filters ({', '.join(g for g, _ in w.groups)}); mergekit requires one",
+                  src.node, hint="add a last entry without a filter: {value: ...}")
+            return None
+        weights.append(_float(w, "float"))
     return tuple(weights)
 
 
@@ -248,7 +245,7 @@ def _linear(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
     weights = _weights(y, config, sl, sl.sources)
     if weights is None or not _same_start(y, sl):
         return None
-    if len(weights) == 1 and weights[0] == 1:  # 1 * x (/ 1) is x, bit for bit
+    if weights == (1.0,):  # 1 * x (/ 1) is x, bit for bit
         return Take(names[sl.sources[0].model])
     method = methods.by_mergekit(config.method)
     assert method is not None  # _method() let only known methods through
@@ -300,16 +297,32 @@ def _scalars(y: _Yaml, config: _Config, sl: _Slice, sources,
     for p in method.params:
         if p.kind == "weights" or p.mergekit is None:
             continue
-        found = {_param(y, config, sl, p.mergekit, s.model if p.per_model else None)[0]
-                 for s in (sources if p.per_model else sources[:1])}
-        found = {p.mergekit_default if v is None else v for v in found}
-        if len(found) > 1:
+        found = [_param(y, config, sl, p.mergekit, s.model if p.per_model else None)[0]
+                 for s in (sources if p.per_model else sources[:1])]
+        found = [_float(p.mergekit_default if v is None else v, p.kind) for v in found]
+        if isinstance(found[0], ByGroup) and found[0].other is None:
+            found[0] = replace(found[0], other=_float(p.mergekit_default, p.kind))
+        if len(set(found)) > 1 and p.kind == "float" and p.per_model:
+            values[p.name] = tuple(found)  # one per model
+        elif len(set(found)) > 1:
             y.err(f"the models of this slice have different {p.mergekit} values; tailor's "
                   f"{method.name} takes one {p.name} per merge", sl.node)
             return None
-        value = found.pop()
-        values[p.name] = float(value) if p.kind == "float" else value  # type: ignore[arg-type]
+        else:
+            values[p.name] = found[0]
     return values
+
+
+def _float(value: object, kind: str) -> object:
+    """Numbers as floats, inside gradients and by_group too (ints read back as floats)."""
+    if kind != "float" or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, ByGroup):
+        return ByGroup(tuple((g, _float(v, kind)) for g, v in value.groups),
+                       None if value.other is None else _float(value.other, kind))
+    return value
 
 
 def _merge_of(method: Method, models: tuple[str, ...], values: dict[str, object]) -> Merge:
@@ -318,7 +331,7 @@ def _merge_of(method: Method, models: tuple[str, ...], values: dict[str, object]
     for p in method.params:
         value = values.get(p.name, p.default)
         if p.kind == "weights":
-            keep = p.required or any(w != 1 for w in value)  # type: ignore[union-attr]
+            keep = p.required or any(w != 1.0 for w in value)  # type: ignore[union-attr]
         else:
             keep = p.required or value != p.default
         written[p.name] = value if keep else None
@@ -347,34 +360,3 @@ def _pair(y: _Yaml, config: _Config, sl: _Slice, names: dict[str, str],
             y.err(f"no {p.mergekit} for {config.method} (mergekit requires one)", sl.node)
             return None
     return _merge_of(method, (names[ref], names[other]), values)
-
-
-def _place(layers: list[tuple[ClosedOp, int]]) -> tuple[SlotDecl, ...]:
-    """Slot declarations for the output layers, as a person writes them: a source layer at
-    or past the next free slot goes to the slot of its own index (no `layer=`), the slots
-    skipped becoming a drop range; an earlier one (a repeat) takes the next slot and names
-    its layer. Equal neighbours share one range."""
-    decls: list[SlotDecl] = []
-    slot = 0
-    for op, layer in layers:
-        if layer < slot:
-            _extend(decls, slot, replace(op, layer=layer))
-            slot += 1
-            continue
-        if layer > slot:
-            decls.append(SlotDecl(slot, layer, Drop()))
-        _extend(decls, layer, op)
-        slot = layer + 1
-    if slot > MAX_SLOTS:  # repeats past a late layer: number the output layers instead
-        decls = []
-        for i, (op, layer) in enumerate(layers):
-            _extend(decls, i, replace(op, layer=None if layer == i else layer))
-    return tuple(decls)
-
-
-def _extend(decls: list[SlotDecl], slot: int, op: ClosedOp) -> None:
-    last = decls[-1] if decls else None
-    if last is not None and last.stop == slot and last.op == op and op.layer is None:
-        decls[-1] = SlotDecl(last.start, slot + 1, op)
-    else:
-        decls.append(SlotDecl(slot, slot + 1, op))

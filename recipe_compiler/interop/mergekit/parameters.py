@@ -2,7 +2,9 @@
 
 Consumes: a `_Config` and its `_Yaml`.
 Produces: diagnostics for every parameter tailor cannot say (`_check_parameters`), and a
-parameter's value for one tensor name, resolved source -> slice -> top level (`_param`).
+parameter's value as a recipe says it, resolved source -> slice -> top level (`_param`): a
+number or bool, a `Gradient` (a list of numbers) or a `ByGroup` (a filter list over tensor
+groups), or for a filter key (`scale`'s output projections) the value mergekit gives it.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 from recipe_compiler import methods
 from recipe_compiler.interop.mergekit.common import (
     BOOL_PARAMETERS,
-    LAYER_TENSOR,
+    GROUPS,
     PARAMETERS,
-    SCALE_FILTERS,
+    SCALE_FILTER_SETS,
     _show,
 )
 from recipe_compiler.interop.mergekit.config import _Config, _Slice
 from recipe_compiler.interop.mergekit.yaml_nodes import _Yaml
+from recipe_compiler.language.recipe import ByGroup, Gradient
 
 
 def _check_parameters(y: _Yaml, config: _Config) -> None:
-    """Every parameter is one tailor can say: known, a finite scalar of the right type in
-    range, and not a gradient or a per-tensor filter (except the output-projection `scale`)."""
+    """Every parameter is one tailor can say: known, finite numbers of the right type in
+    range, a gradient only of a number, and filters only over tensor groups (or the
+    output-projection `scale`)."""
     scopes = [config.params] + [s.params for s in config.slices] + \
         [src.params for s in config.slices for src in s.sources]
     known = PARAMETERS[config.method]
@@ -35,7 +39,7 @@ def _check_parameters(y: _Yaml, config: _Config) -> None:
                 y.err(f"parameter {_show(name)} cannot be expressed in tailor for merge_method "
                       f"{config.method} (it has: {', '.join(known)})", knode)
             elif _is_filter_list(vnode):
-                _check_filters(y, name, vnode)
+                _check_filters(y, name, vnode, config.method)
             else:
                 _check_scalar(y, name, vnode, config.method)
 
@@ -57,9 +61,7 @@ def _finite(value: object) -> bool:
 
 def _check_scalar(y: _Yaml, name: str, node: Node, method: str = "passthrough") -> None:
     if isinstance(node, SequenceNode):
-        y.err(f"parameter '{name}' is a gradient (a list of values across layers); tailor "
-              "takes one value per merge", node,
-              hint="split the slice so that each part has one value")
+        _check_gradient(y, name, node, method)
         return
     value = y.value(node)
     if name in BOOL_PARAMETERS:
@@ -71,6 +73,23 @@ def _check_scalar(y: _Yaml, name: str, node: Node, method: str = "passthrough") 
         y.err(f"parameter '{name}' must be a finite number, got {_show(value)}", node)
     else:
         _check_range(y, name, float(value), node, method)  # type: ignore[arg-type]
+
+
+def _check_gradient(y: _Yaml, name: str, node: SequenceNode, method: str) -> None:
+    """A list of numbers: mergekit interpolates it over the slice's layers."""
+    if name in BOOL_PARAMETERS or name == "scale":
+        y.err(f"parameter '{name}' is a gradient (a list of values across layers); tailor "
+              "takes one value for it", node, hint="split the slice so that each part has "
+              "one value")
+        return
+    if not node.value:
+        y.err(f"parameter '{name}' is an empty list", node)
+    for item in node.value:
+        value = y.value(item)
+        if not _finite(value):
+            y.err(f"a gradient of '{name}' holds numbers, got {_show(value)}", item)
+            return
+        _check_range(y, name, float(value), item, method)  # type: ignore[arg-type]
 
 
 def _fixed(method: str, name: str) -> object:
@@ -90,34 +109,51 @@ def _check_range(y: _Yaml, name: str, value: float, node: Node, method: str) -> 
         y.err(f"scale must be >= 0, got {value}", node)
 
 
-def _check_filters(y: _Yaml, name: str, node: Node) -> None:
-    """Only `scale: [{filter: o_proj, value: s}, {filter: down_proj, value: s}, {value: 1}]`
-    (what `export` writes for `take(m, scale=s)`) means the same in both tools."""
+def _check_filters(y: _Yaml, name: str, node: Node, method: str = "passthrough") -> None:
+    """Filters over tensor groups (`by_group`), or for `scale` only the output projections
+    (`scale: [{filter: o_proj, value: s}, {filter: down_proj, value: s}, {value: 1}]`, what
+    `export` writes for `take(m, scale=s)`)."""
+    if name in BOOL_PARAMETERS:
+        y.err(f"parameter '{name}' uses per-tensor filters; tailor takes one value for it",
+              node)
+        return
+    entries = _filter_entries(y, node, gradients=name != "scale")
+    if entries is None:
+        return  # reported
     if name == "scale":
-        entries = _filter_entries(y, node)
-        if entries is None:
-            return  # reported
         if _is_projection_scale(entries):
-            if entries[0][1] < 0:
+            if entries[0][1] < 0:  # type: ignore[operator]
                 y.err(f"scale must be >= 0, got {entries[0][1]}", node)
             return
-    y.err(f"parameter {_show(name)} uses per-tensor filters, which tailor cannot express",
-          node, hint="tailor's only per-tensor parameter is take(m, scale=s), written for "
-          "mergekit as scale: [{filter: o_proj, value: s}, {filter: down_proj, value: s}, "
-          "{value: 1.0}]")
+        y.err("parameter 'scale' uses per-tensor filters other than the output projections, "
+              "which tailor cannot express", node, hint="tailor's only per-tensor scale is "
+              "take(m, scale=s), written for mergekit as scale: [{filter: o_proj, value: s}, "
+              "{filter: down_proj, value: s}, {value: 1.0}]")
+        return
+    for filt, value in entries:
+        if filt not in (None, "*") and filt not in GROUPS:
+            y.err(f"filter {_show(filt)} is not a tensor group tailor knows (it has: "
+                  f"{', '.join(GROUPS)})", node, hint="the groups are named per "
+                  "architecture in recipe_compiler/models/arch/*.json (tensor_groups)")
+            return
+        for v in value if isinstance(value, list) else [value]:
+            _check_range(y, name, v, node, method)  # type: ignore[arg-type]
 
 
-def _is_projection_scale(entries: list[tuple[str | None, float]]) -> bool:
-    if len(entries) != 3:
-        return False
-    (f1, s1), (f2, s2), (last, one) = entries
-    return {f1, f2} == set(SCALE_FILTERS) and s1 == s2 and last in (None, "*") and one == 1
+def _is_projection_scale(entries: list[tuple[str | None, object]]) -> bool:
+    *scaled, (last, one) = entries
+    values = {v for _, v in scaled}
+    filters = [f for f, _ in scaled]
+    return (any(sorted(filters) == sorted(names) for names in SCALE_FILTER_SETS)
+            and len(values) == 1
+            and not isinstance(scaled[0][1], list) and last in (None, "*") and one == 1)
 
 
-def _filter_entries(y: _Yaml, node: Node) -> list[tuple[str | None, float]] | None:
+def _filter_entries(y: _Yaml, node: Node, gradients: bool = True
+                    ) -> list[tuple[str | None, object]] | None:
     """(filter, value) per entry, each checked: a mapping of `filter` (a string, or absent)
     and `value` (a finite number); None when one is not (reported)."""
-    out: list[tuple[str | None, float]] = []
+    out: list[tuple[str | None, object]] = []
     for entry in node.value if isinstance(node, SequenceNode) else [node]:
         keys = y.mapping(entry, "a filter entry")
         if keys is None:
@@ -132,36 +168,81 @@ def _filter_entries(y: _Yaml, node: Node) -> list[tuple[str | None, float]] | No
                   keys["filter"][1])
             return None
         value = y.value(keys["value"][1]) if "value" in keys else None
-        if not _finite(value):
-            y.err(f"a filter entry's 'value' must be a finite number, got {_show(value)}",
+        numbers = value if isinstance(value, list) and value and gradients else [value]
+        if not all(_finite(v) for v in numbers):
+            what = "a list of finite numbers" if numbers is value else "a finite number"
+            y.err(f"a filter entry's 'value' must be {what}, got {_show(value)}",
                   keys["value"][1] if "value" in keys else entry)
             return None
-        out.append((filt, float(value)))  # type: ignore[arg-type]
+        out.append((filt, [float(v) for v in numbers] if isinstance(value, list)
+                    else float(value)))  # type: ignore[arg-type]
     return out
 
 
-def _setting(y: _Yaml, node: Node, tensor: str) -> object:
-    """mergekit's evaluate_setting for one tensor name (gradients and all filter lists but
-    the checked `scale` one were refused before)."""
+SCALED = "<the tensors scale multiplies>"  # a filter key: any architecture's scale filter
+
+
+def _recipe_value(y: _Yaml, node: Node) -> object:
+    """A checked setting as a recipe value: a scalar, a `Gradient` for a list of numbers
+    (a one-element list is its number), a `ByGroup` for a filter list."""
+    if _is_filter_list(node):
+        groups: dict[str, object] = {}
+        for entry in (node.value if isinstance(node, SequenceNode) else [node]):
+            cond = y.value(entry)
+            filt, value = cond.get("filter"), _plain(cond.get("value"))
+            if filt is None or filt == "*":
+                return ByGroup(tuple(groups.items()), value) if groups else value
+            groups.setdefault(filt, value)  # the first entry that matches wins
+        return ByGroup(tuple(groups.items()), None)
+    return _plain(y.value(node))
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, list):
+        points = tuple(float(v) for v in value)
+        return points[0] if len(points) == 1 else Gradient(points)
+    return value
+
+
+def _chain(values: list[object]) -> object:
+    """Scopes' values, the nearest first, as one: a filter list that matches no entry
+    leaves the tensor to the next scope, as mergekit's ConfigReader does."""
+    groups: dict[str, object] = {}
+    for value in values:
+        if not isinstance(value, ByGroup):
+            return ByGroup(tuple(groups.items()), value) if groups else value
+        for g, v in value.groups:
+            groups.setdefault(g, v)
+        if value.other is not None:
+            return ByGroup(tuple(groups.items()), value.other)
+    return ByGroup(tuple(groups.items()), None) if groups else None
+
+
+def _param(y: _Yaml, config: _Config, sl: _Slice, name: str, model: str | None,
+           filter_key: str | None = None) -> tuple[object, Node | None]:
+    """A parameter's recipe value and where it was written (source, then slice, then top
+    level). With `filter_key` (a `scale` filter), the plain value for the tensors that
+    filter picks ("" for the others), as mergekit's evaluate_setting gives it."""
+    scopes = [src.params for src in sl.sources if model is not None and src.model == model]
+    found = [(scope[name][1]) for scope in scopes + [sl.params, config.params]
+             if scope and name in scope]
+    if filter_key is not None:
+        for node in found:
+            value = _filter_value(y, node, filter_key)
+            if value is not None:
+                return value, node
+        return None, None
+    value = _chain([_recipe_value(y, n) for n in found])
+    return value, (found[0] if found else None)
+
+
+def _filter_value(y: _Yaml, node: Node, key: str) -> object:
     if not _is_filter_list(node):
         return y.value(node)
     for entry in (node.value if isinstance(node, SequenceNode) else [node]):
         cond = y.value(entry)
-        if not isinstance(cond, dict):
-            continue
-        filt = cond.get("filter")
-        if filt is None or filt == "*" or (isinstance(filt, str) and filt in tensor):
+        filt = cond.get("filter") if isinstance(cond, dict) else None
+        scaled = key == SCALED and any(filt in names for names in SCALE_FILTER_SETS)
+        if filt is None or filt == "*" or filt == key or scaled:
             return cond.get("value")
     return None
-
-
-def _param(y: _Yaml, config: _Config, sl: _Slice, name: str, model: str | None,
-           tensor: str = LAYER_TENSOR) -> tuple[object, Node | None]:
-    """A parameter's value and where it was written: source, then slice, then top level."""
-    scopes = [src.params for src in sl.sources if model is not None and src.model == model]
-    for scope in scopes + [sl.params, config.params]:
-        if scope and name in scope:
-            value = _setting(y, scope[name][1], tensor)
-            if value is not None:
-                return value, scope[name][1]
-    return None, None

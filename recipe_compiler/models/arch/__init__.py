@@ -10,6 +10,9 @@ hold, so that transformers can build the model and load these tensors into it:
 - `defaults`: what transformers computes for an absent or null key, and `if_absent`: its
   config class's default for an absent key where null means something else;
 - `rules`: relations between keys (`multiple`, `even`, `index`, `equal`);
+- `tensor_groups`: named groups of layer tensors for `by_group(...)` and mergekit's `filter:`
+  (a group's name, as a substring, picks exactly its tensors: tests/test_arch_groups.py);
+  `parts`: which tensors outside the layers `embed =`, `norm =` and `head =` make;
 - `shapes`, `layer_shapes`: each tensor's shape as expressions over config keys, e.g.
   "num_key_value_heads * head_dim"; a tensor that is present must have that shape.
 
@@ -44,6 +47,8 @@ class Architecture:
     num_layers_key: str  # e.g. "num_hidden_layers"
     per_layer_config: tuple[str, ...]  # config lists with one entry per layer
     scale_tensors: tuple[str, ...]  # layer-relative names (glob patterns) that `scale` multiplies
+    tensor_groups: tuple[tuple[str, tuple[str, ...]], ...]  # name, layer-relative globs
+    parts: tuple[tuple[str, tuple[str, ...]], ...]  # embed/norm/head, full-name globs
     tie_config_key: str
     tie_default: bool
     head_tensor: str
@@ -72,6 +77,37 @@ class Architecture:
 
     def is_scaled(self, suffix: str) -> bool:
         return any(fnmatchcase(suffix, pat) for pat in self.scale_tensors)
+
+    def group_of(self, suffix: str) -> str | None:
+        """The tensor group of a layer-relative name (the first that matches), or None."""
+        return next((g for g, pats in self.tensor_groups
+                     if any(fnmatchcase(suffix, p) for p in pats)), None)
+
+    def filter_groups(self) -> tuple[str, ...]:
+        """The groups whose name, as mergekit's `filter:` (a substring of full tensor
+        names), picks exactly the group's tensors and none outside the layers: "attention"
+        does not in GPT-NeoX, where post_attention_layernorm holds it too."""
+        names = [self.layer_tensor(0, n) for n, _ in self.layer_shapes]
+        outside = [n for n, _ in self.shapes]
+        return tuple(g for g, _ in self.tensor_groups
+                     if not any(g in n for n in outside)
+                     and all((g in n) == (self.group_of(self.split(n)[1]) == g)  # type: ignore
+                             for n in names))
+
+    def part_of(self, name: str) -> str | None:
+        """'embed', 'norm' or 'head' for a tensor outside the layers, or None."""
+        return next((part for part, pats in self.parts
+                     if any(fnmatchcase(name, p) for p in pats)), None)
+
+    def scale_filters(self) -> tuple[str, ...]:
+        """The mergekit filters that pick exactly the tensors `scale` multiplies (each
+        scaled tensor's module name, e.g. o_proj and down_proj), or () when no set of
+        module names does."""
+        filters = tuple(dict.fromkeys(p.split(".")[-2] for p in self.scale_tensors
+                                      if p.count(".") >= 1))
+        names = [n for n, _ in self.layer_shapes]
+        picked = [n for n in names if any(f in n for f in filters)]
+        return filters if picked and all(self.is_scaled(n) for n in picked) else ()
 
     def ties_embeddings(self, config: dict) -> bool:
         return bool(config.get(self.tie_config_key, self.tie_default))
@@ -243,6 +279,8 @@ def _load(path: Path) -> Architecture:
         num_layers_key=data["num_layers_key"],
         per_layer_config=tuple(data["per_layer_config"]),
         scale_tensors=tuple(data["scale_tensors"]),
+        tensor_groups=tuple((k, tuple(v)) for k, v in data["tensor_groups"].items()),
+        parts=tuple((k, tuple(data["parts"][k])) for k in ("embed", "norm", "head")),
         tie_config_key=tied["config_key"],
         tie_default=bool(tied["default"]),
         head_tensor=tied["head"],
