@@ -214,6 +214,9 @@ def test_same_tensors_as_mergekit(path, family_root, tmp_path):
 
     from recipe_compiler.cli import main
 
+    if "dare" in path.stem:  # DARE's drop is random: equal in distribution (test_methods.py)
+        pytest.skip("DARE drops at random: mergekit's and tailor's masks differ by design")
+
     work = family_root / "mk" / path.stem
     work.mkdir(parents=True)
     config = work.parent.parent / f"{path.stem}.yml"  # fam/ resolves from family_root
