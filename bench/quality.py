@@ -1,33 +1,72 @@
-"""The paper's comparison, reproduced on the zoo: dense models, single-model pruning
-baselines, and GPTailor's ablation, at 25% of layers removed; plus a curve over 0-50%.
+"""The baselines a practitioner would try, against GPTailor's search, on the zoo.
 
-    tailorc zoo zoo                      # once
-    python bench/quality.py [--zoo zoo] [--write-docs]
+    tailorc zoo zoo                                   # once
+    python bench/quality.py [--zoo zoo] [--seeds 0 1 2] [--write-docs]
+    python bench/quality.py --quick                   # every row, quick zoo, tiny budgets
 
-Every method sees the same data: rankings and the search use the validation split
-(zoo/tasks/val), the table is scored on the test split (zoo/tasks) — never tuned on it.
-With --write-docs the tables and the curve go to docs/results.md and docs/results_curve.png.
+At ``--remove`` of 12 layers removed, every row is one way to get a smaller model:
+the dense models; the dense task-arithmetic merge of all fine-tunes (``recipes/zoo_merge.tr``,
+built with ``tailorc build``) and that merge pruned by each single-model pruner; each pruner on
+each single model; random search over the full space with as many candidate evaluations as the
+search used; the search (full space), the search without warm starts, the search without
+merges (removal + selection) and removal only. Every method sees the same data: rankings,
+calibration and search use the validation split (zoo/tasks/val), and every reported number is
+on the test split (zoo/tasks). Rows that depend on a seed (searches) run once per ``--seeds``
+value and report mean ± sd; the others are deterministic and run once. Raw results go to
+``WORK/results.json`` and, with ``--write-docs``, to docs/results.json, the table in
+docs/results.md and the curve in docs/results_curve.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
+import statistics
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from recipe_compiler.evaluate import evaluate, load_task, mean_score
-from recipe_compiler.execute.assemble import assemble
-from recipe_compiler.language.parser import parse
+from recipe_compiler.evaluate import evaluate, load_task
+from recipe_compiler.language.printer import format_recipe
 from recipe_compiler.prune import METHODS, calibration_texts, choose_drops, drop_recipe, encode
 from recipe_compiler.search import make_evaluator, prepare, warm_starts
-from recipe_compiler.search.genome import decode
+from recipe_compiler.search.genome import decode, random_genome
 from recipe_compiler.search.run import Search
+from recipe_compiler.search.space import rungs
 
 ROOT = Path(__file__).resolve().parent.parent
 SKILLS = ("math", "code", "recall", "strings")
+MODELS = ("base", *SKILLS)
+MERGE_RECIPE = ROOT / "recipes" / "zoo_merge.tr"
+MERGE = "dense merge (task arithmetic, all fine-tunes)"
+SEARCHES = {  # label -> (slot op, warm starts)
+    "GPTailor search": ("?", True),
+    "GPTailor search, no warm starts": ("?", False),
+    "GPTailor search, no merges (removal + selection)":
+        ("choose(drop, " + ", ".join(f"take({m})" for m in MODELS) + ")", True),
+    "GPTailor search, removal only": ("choose(drop, take(base))", True),
+}
+RANDOM = "random search (same evaluations as the search)"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every row shares: the zoo, the test tasks, the budget."""
+
+    zoo: Path
+    work: Path
+    tasks: tuple  # test split: the skills, then text perplexity
+    tok: object
+    remove: int
+    limit: int | None  # test items per task (None: all)
+    samples: int  # calibration items per skill for the pruners
+    search: dict  # the search block's settings, less the seed
 
 
 def load(path: Path):
@@ -37,142 +76,179 @@ def load(path: Path):
             AutoTokenizer.from_pretrained(path))
 
 
-def test_scores(model, tok, tasks, limit) -> dict[str, float]:
-    s = evaluate(model, tok, tasks, limit=limit, batch_size=64)
-    return {name: v.primary for name, v in s.items()} | {"mean": mean_score(s)}
+def test_scores(model, b: Bench) -> dict[str, float]:
+    s = evaluate(model, b.tok, list(b.tasks), limit=b.limit, batch_size=64)
+    out = {name: v.primary for name, v in s.items()}
+    return out | {"mean": statistics.fmean(out[t] for t in SKILLS)}
 
 
-def recipe_scores(text: str, where: Path, tasks, tok, limit) -> dict[str, float]:
+def recipe_scores(text: str, where: Path, b: Bench) -> dict[str, float]:
     from recipe_compiler.compiler.check import load_and_check
+    from recipe_compiler.execute.assemble import assemble
+    from recipe_compiler.language.parser import parse
 
     recipe = parse(text, str(where / "r.tr"))
     models, diags = load_and_check(recipe, require_closed=True)
-    assert not diags, diags
-    return test_scores(assemble(recipe, models), tok, tasks, limit)
+    if diags:
+        raise RuntimeError(f"{where}: {diags}")
+    return test_scores(assemble(recipe, models), b)
 
 
-def calib_batch(zoo: Path, tok, samples: int):
-    texts = []
-    for skill in SKILLS:
-        texts += calibration_texts(zoo / "tasks" / "val" / f"{skill}.jsonl", samples)
-    return encode(tok, texts, 512, "cpu")
-
-
-def baseline(method: str, model_name: str, zoo: Path, k: int, tasks, limit, samples) -> dict:
-    from recipe_compiler.language.printer import format_recipe
+def prune_row(method: str, model_dir: Path, b: Bench) -> dict:
+    """`tailorc prune MODEL --method M` calibrated on validation, scored on test."""
     from recipe_compiler.models.arch import find_architecture
 
-    model, tok = load(zoo / model_name)
-    arch = find_architecture(model.config.to_dict())
-    drops, _ = choose_drops(method, model, arch, calib_batch(zoo, tok, samples), k)
-    recipe = drop_recipe(model_name, str(zoo / model_name), model.config.num_hidden_layers,
-                         drops, [])
-    scores = recipe_scores(format_recipe(recipe), zoo, tasks, tok, limit)
-    return scores | {"drops": sorted(drops)}
-
-
-SPACES = {
-    "removal only": "choose(drop, take(base))",
-    "removal + selection": "choose(drop, take(base), " + ", ".join(
-        f"take({m})" for m in SKILLS) + ")",
-    "removal + selection + merging": "?",
-}
-
-
-def search(space_op: str, zoo: Path, work: Path, remove: int, budget: dict, tasks, tok,
-           limit) -> dict:
-    models = "\n".join(f'model {m} = "{zoo / m}"' for m in ("base", *SKILLS))
-    settings = "\n".join(f"  {k} = {v}" for k, v in budget.items())
-    text = (f"{models}\nslot 0..12 = {space_op}\nsearch {{\n  remove = {remove}\n"
-            f'  tasks = "{zoo / "tasks" / "val"}"\n{settings}\n}}\n')
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / "space.tr"
-    path.write_text(text)
-    p = prepare(path, {})
-    ev = make_evaluator(p)
     start = time.perf_counter()
-    warm = list(warm_starts(ev, p.space).values())  # exactly as `tailorc evolve` seeds
-    s = Search(p.space, lambda rs, rung: [ev.scores(r, rung) for r in rs], ev.fitness,
-               warm=warm)
-    pop, hof = s.run()
+    model, tok = load(model_dir)
+    texts = [t for s in SKILLS for t in calibration_texts(
+        b.zoo / "tasks" / "val" / f"{s}.jsonl", b.samples)]
+    batch = encode(tok, texts, model.config.max_position_embeddings, "cpu")
+    drops, _ = choose_drops(method, model, find_architecture(model.config.to_dict()), batch,
+                            b.remove)
     seconds = time.perf_counter() - start
-    best = max(pop, key=lambda i: i.fitness.values[0])
-    from recipe_compiler.language.printer import format_recipe
-
-    recipe_text = format_recipe(decode(p.space, list(best)))
-    (work / "best.tr").write_text(recipe_text)
-    scores = recipe_scores(recipe_text, work, tasks, tok, limit)
-    return scores | {"evaluations": s.evaluations, "seconds": round(seconds, 1),
-                     "val_fitness": best.fitness.values[0]}
+    recipe = drop_recipe("m", str(model_dir), model.config.num_hidden_layers, drops, [])
+    return recipe_scores(format_recipe(recipe), b.work, b) | {
+        "drops": sorted(drops), "seconds": round(seconds, 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--zoo", type=Path, default=ROOT / "zoo")
-    ap.add_argument("--remove", type=int, default=3, help="layers removed of 12 (default 3)")
-    ap.add_argument("--limit", type=int, default=None, help="test items per task (all)")
-    ap.add_argument("--samples", type=int, default=32, help="calibration items per skill")
-    ap.add_argument("--population", type=int, default=24)
-    ap.add_argument("--generations", type=int, default=12)
-    ap.add_argument("--curve", default="0,1,2,3,4,5,6", help="layers removed for the curve")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/tailor-quality"))
-    ap.add_argument("--write-docs", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    zoo = args.zoo
-    tasks = [load_task(zoo / "tasks" / f"{s}.jsonl") for s in SKILLS]
-    _, tok = load(zoo / "base")
-    budget = {"population": args.population, "generations": args.generations, "seed": 0,
-              "limit": 100, "min_limit": 25}
+def build_merge(b: Bench) -> Path:
+    """The dense merge, exactly as a user makes it: recipes/zoo_merge.tr, `tailorc build`."""
+    recipe = b.work / "zoo_merge.tr"
+    recipe.write_text(MERGE_RECIPE.read_text().replace('"../zoo/', f'"{b.zoo}/'))
+    out = b.work / "merged"
+    subprocess.run([sys.executable, "-m", "recipe_compiler.cli", "build", str(recipe), "-o",
+                    str(out), "--force", "--device", "cpu"], check=True, capture_output=True)
+    return out
+
+
+def fixed_rows(b: Bench, on_row) -> dict[str, dict]:
+    """The rows that do not depend on a seed: dense models, the merge, every pruner."""
     rows: dict[str, dict] = {}
-    for name in ("base", *SKILLS):
-        model, _ = load(zoo / name)
-        rows[f"dense {name}"] = test_scores(model, tok, tasks, args.limit)
-        print(name, rows[f"dense {name}"], flush=True)
-    # the best single fine-tune is chosen on validation, like everything else tuned here
-    val = [load_task(zoo / "tasks" / "val" / f"{s}.jsonl") for s in SKILLS]
-    best_ft = max(SKILLS, key=lambda m: test_scores(load(zoo / m)[0], tok, val, None)["mean"])
+    for name in MODELS:
+        rows[f"dense {name}"] = test_scores(load(b.zoo / name)[0], b)
+        on_row(f"dense {name}", rows[f"dense {name}"])
+    merged = build_merge(b)
+    rows[MERGE] = test_scores(load(merged)[0], b)
+    on_row(MERGE, rows[MERGE])
     for method in METHODS:
-        for model_name in ("base", best_ft):
-            key = f"{method} on {model_name}"
-            rows[key] = baseline(method, model_name, zoo, args.remove, tasks, args.limit,
-                                 args.samples)
-            print(key, rows[key], flush=True)
-    for label, op in SPACES.items():
-        rows[f"GPTailor: {label}"] = search(op, zoo, args.work / label.replace(" ", "_"),
-                                            args.remove, budget, tasks, tok, args.limit)
-        print(label, rows[f"GPTailor: {label}"], flush=True)
-    curve = {"block-influence": {}, "sleb": {}, "GPTailor": {}}
-    for k in map(int, args.curve.split(",")):
-        for method in ("block-influence", "sleb"):
-            curve[method][k] = (rows["dense base"]["mean"] if k == 0 else
-                                baseline(method, "base", zoo, k, tasks, args.limit,
-                                         args.samples)["mean"])
-        curve["GPTailor"][k] = (rows["dense base"]["mean"] if k == 0 else search(
-            "?", zoo, args.work / f"curve{k}", k, budget, tasks, tok, args.limit)["mean"])
-        print("curve", k, {m: c[k] for m, c in curve.items()}, flush=True)
-    (args.work / "results.json").write_text(json.dumps({"rows": rows, "curve": curve,
-                                                        "best_ft": best_ft}, indent=2))
-    table = render(rows, best_ft)
-    print(table)
-    if args.write_docs:
-        plot_curve(curve, ROOT / "docs" / "results_curve.png")
-        write_docs(table, rows, best_ft, args)
+        for name, path in (*((m, b.zoo / m) for m in MODELS), ("merge", merged)):
+            key = f"{method} on {name}"
+            rows[key] = prune_row(method, path, b)
+            on_row(key, rows[key])
+    return rows
 
 
-def render(rows: dict[str, dict], best_ft: str) -> str:
-    base_mean = rows["dense base"]["mean"]
-    best_dense = {t: max(rows[f"dense {m}"][t] for m in ("base", *SKILLS)) for t in SKILLS}
-    head = ("| model | " + " | ".join(SKILLS) + " | mean | retention vs base | "
-            "retention vs best dense |\n|---|" + "---:|" * (len(SKILLS) + 3))
+def prepared(op: str, b: Bench, seed: int, warm: bool, tag: str):
+    models = "\n".join(f'model {m} = "{b.zoo / m}"' for m in MODELS)
+    settings = "\n".join(f"  {k} = {v}" for k, v in (b.search | {"seed": seed}).items())
+    if not warm:
+        settings += "\n  warm_start = 0"
+    text = (f"{models}\nslot 0..12 = {op}\nsearch {{\n  remove = {b.remove}\n"
+            f'  tasks = "{b.zoo / "tasks" / "val"}"\n{settings}\n}}\n')
+    where = b.work / f"{tag}-seed{seed}"
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "space.tr").write_text(text)
+    p = prepare(where / "space.tr", {})
+    return p, make_evaluator(p), where
+
+
+def finish(recipe, fitness: float, evaluations: int, seconds: float, b: Bench,
+           where: Path) -> dict:
+    text = format_recipe(recipe)
+    (where / "best.tr").write_text(text)
+    return recipe_scores(text, where, b) | {
+        "evaluations": evaluations, "seconds": round(seconds, 1), "val_fitness": fitness}
+
+
+def search_row(op: str, warm: bool, b: Bench, seed: int, tag: str) -> dict:
+    """`tailorc evolve` in-process: warm starts as it seeds them, best of the last population."""
+    p, ev, where = prepared(op, b, seed, warm, tag)
+    start = time.perf_counter()
+    seeds = list(warm_starts(ev, p.space).values()) if warm else []
+    s = Search(p.space, lambda rs, rung: [ev.scores(r, rung) for r in rs], ev.fitness,
+               warm=seeds)
+    pop, _ = s.run()
+    best = max(pop, key=lambda i: i.fitness.values[0])
+    return finish(decode(p.space, list(best)), best.fitness.values[0], s.evaluations,
+                  time.perf_counter() - start, b, where)
+
+
+def random_row(b: Bench, seed: int, budget: int) -> dict:
+    """Random closed recipes from the full space, ``population`` at a time, each batch
+    successively halved over the same rungs as the search, until ``budget`` evaluations;
+    the best at full fidelity on validation is scored on test."""
+    p, ev, where = prepared("?", b, seed, False, "random")
+    rng = random.Random(seed)
+    settings = p.space.settings
+    n_rungs = len(rungs(settings))
+    start, used, finals = time.perf_counter(), 0, []
+    while used < budget:
+        alive = [decode(p.space, random_genome(p.space, rng)) for _ in range(settings.population)]
+        for rung in range(n_rungs):
+            scored = sorted(((ev.fitness(ev.scores(r, rung)), k, r) for k, r in enumerate(alive)),
+                            key=lambda t: (-t[0], t[1]))
+            used += len(alive)
+            if rung == n_rungs - 1:
+                finals += [(f, r) for f, _, r in scored]
+            alive = [r for _, _, r in scored[: max(1, math.ceil(len(scored) / settings.eta))]]
+    fitness, best = max(finals, key=lambda t: t[0])
+    return finish(best, fitness, used, time.perf_counter() - start, b, where)
+
+
+def seed_rows(b: Bench, seed: int, on_row) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for label, (op, warm) in SEARCHES.items():
+        tag = label.split(", ")[-1].replace(" ", "_") if "," in label else "full"
+        rows[label] = search_row(op, warm, b, seed, tag)
+        on_row(f"{label} (seed {seed})", rows[label])
+    rows[RANDOM] = random_row(b, seed, rows["GPTailor search"]["evaluations"])
+    on_row(f"{RANDOM} (seed {seed})", rows[RANDOM])
+    return rows
+
+
+def summary(runs: list[dict]) -> dict:
+    """Mean and sd (0 for one run) of every number the runs share."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+    return {k: (statistics.fmean(r[k] for r in runs),
+                statistics.stdev(r[k] for r in runs) if len(runs) > 1 else 0.0) for k in keys}
+
+
+def render(runs: dict[str, list[dict]]) -> str:
+    """One line per row: mean ± sd over seeds, retention and the worst task vs the base."""
+    stats = {label: summary(r) for label, r in runs.items()}
+    base = stats["dense base"]
+    head = ("| model | " + " | ".join(SKILLS) + " | mean | retention vs base | worst task vs "
+            "base | text ppl | evaluations | wall s |\n|---|" + "---:|" * (len(SKILLS) + 6))
     lines = [head]
-    for name, r in rows.items():
-        scored = [t for t in SKILLS if best_dense[t] > 0]
-        per_task = sum(r[t] / best_dense[t] for t in scored) / max(1, len(scored))
-        cells = " | ".join(f"{100 * r[t]:.1f}" for t in SKILLS)
-        lines.append(f"| {name} | {cells} | {100 * r['mean']:.1f} | "
-                     f"{100 * r['mean'] / base_mean:.1f}% | {100 * per_task:.1f}% |")
+    for label, st in stats.items():
+        pm = len(runs[label]) > 1
+
+        def cell(k: str, scale: float = 100.0, fmt: str = ".1f", st=st, pm=pm) -> str:
+            m, sd = st[k]
+            return f"{scale * m:{fmt}}" + (f" ± {scale * sd:{fmt}}" if pm else "")
+
+        worst = min(st[t][0] / base[t][0] for t in SKILLS if base[t][0] > 0)
+        cost = (cell("evaluations", 1, ".0f") if "evaluations" in st else "—",
+                cell("seconds", 1, ".0f") if "seconds" in st else "—")
+        lines.append(f"| {label} | " + " | ".join(cell(t) for t in SKILLS)
+                     + f" | {cell('mean')} | {100 * st['mean'][0] / base['mean'][0]:.1f}% | "
+                     f"{100 * worst:.0f}% | {cell('text', 1, '.2f')} | {cost[0]} | {cost[1]} |")
     return "\n".join(lines)
+
+
+def curve_points(b: Bench, ks: list[int], base_mean: float, seed: int) -> dict:
+    curve: dict[str, dict[int, float]] = {"block-influence": {}, "sleb": {}, "GPTailor": {}}
+    for k in ks:
+        for name in curve:
+            curve[name][k] = base_mean
+        if k == 0:
+            continue
+        bk = Bench(**{**b.__dict__, "remove": k})
+        for method in ("block-influence", "sleb"):
+            curve[method][k] = prune_row(method, b.zoo / "base", bk)["mean"]
+        curve["GPTailor"][k] = search_row("?", True, bk, seed, f"curve{k}")["mean"]
+        print("curve", k, {m: c[k] for m, c in curve.items()}, flush=True)
+    return curve
 
 
 def plot_curve(curve: dict, path: Path) -> None:
@@ -194,14 +270,18 @@ def plot_curve(curve: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_docs(table: str, rows: dict, best_ft: str, args) -> None:
+def write_docs(table: str, args, has_curve: bool, raw: dict) -> None:
     path = ROOT / "docs" / "results.md"
     text = path.read_text() if path.exists() else ""
     begin, end = "<!-- results:begin -->", "<!-- results:end -->"
-    block = (f"{begin}\nMeasured with `python bench/quality.py --write-docs` ({args.remove} of "
-             f"12 layers removed; search: population {args.population}, "
-             f"{args.generations} generations, seed 0; best single fine-tune: "
-             f"`{best_ft}`).\n\n{table}\n\n![curve](results_curve.png)\n{end}")
+    seeds = " ".join(map(str, args.seeds))
+    block = (f"{begin}\nMeasured with `python bench/quality.py --seeds {seeds} --write-docs` "
+             f"({args.remove} of 12 layers removed; zoo base `{raw['base_sha256'][:8]}…`; "
+             f"search: population {args.population}, {args.generations} generations, seeds "
+             f"{seeds}; pruners calibrated on {raw['samples']} validation items per skill; "
+             f"test split; the whole run took {raw['seconds']:.0f} s on one thread; raw results "
+             f"in `docs/results.json`).\n\n{table}\n"
+             + ("\n![curve](results_curve.png)\n" if has_curve else "") + end)
     if begin in text:
         text = text.split(begin)[0] + block + text.split(end)[1]
     else:
@@ -209,5 +289,99 @@ def write_docs(table: str, rows: dict, best_ft: str, args) -> None:
     path.write_text(text)
 
 
+def parse_args(argv: list[str] | None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--zoo", type=Path, help="the zoo (default: ./zoo; --quick: a quick zoo "
+                    "built in WORK/quickzoo)")
+    ap.add_argument("--remove", type=int, default=3, help="layers removed of 12 (default 3)")
+    ap.add_argument("--limit", type=int, default=None, help="test items per task (all)")
+    ap.add_argument("--samples", type=int, default=32, help="calibration items per skill")
+    ap.add_argument("--population", type=int, default=24)
+    ap.add_argument("--generations", type=int, default=12)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--curve", default="0,1,2,3,4,5,6",
+                    help="layers removed for the curve (first seed only); '' for none")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/tailor-quality"))
+    ap.add_argument("--quick", action="store_true",
+                    help="quick zoo, tiny budgets: every row in about a minute (smoke test)")
+    ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="measure nothing: print (and with --write-docs, write) the table of "
+                    "a results.json this script wrote")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.population, args.generations, args.limit, args.samples = 4, 2, 10, 4
+        args.curve = ""
+    return args
+
+
+def make_bench(args) -> Bench:
+    zoo = args.zoo
+    if zoo is None and args.quick:
+        zoo = args.work / "quickzoo"
+        if not (zoo / "zoo.json").exists():
+            from recipe_compiler.zoo import build_zoo
+
+            build_zoo(zoo, seed=0, quick=True)
+    zoo = (zoo or ROOT / "zoo").resolve()
+    tasks = (*(load_task(zoo / "tasks" / f"{s}.jsonl") for s in SKILLS),
+             load_task(zoo / "tasks" / "text.txt"))
+    search = ({"population": args.population, "generations": args.generations, "limit": 10,
+               "min_limit": 5} if args.quick else
+              {"population": args.population, "generations": args.generations, "limit": 100,
+               "min_limit": 25})
+    args.work.mkdir(parents=True, exist_ok=True)
+    return Bench(zoo, args.work.resolve(), tasks, load(zoo / "base")[1], args.remove,
+                 args.limit, args.samples, search)
+
+
+def publish(raw: dict, args) -> None:
+    """Print the table; with --write-docs also docs/results.{md,json} (and the curve)."""
+    table = render(raw["rows"])
+    print(table)
+    if args.write_docs:
+        (ROOT / "docs" / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
+        curve = {m: {int(k): v for k, v in c.items()} for m, c in raw["curve"].items()}
+        if curve:
+            plot_curve(curve, ROOT / "docs" / "results_curve.png")
+        for key in ("remove", "seeds"):
+            setattr(args, key, raw[key])
+        args.population, args.generations = (raw["search"]["population"],
+                                              raw["search"]["generations"])
+        write_docs(table, args, bool(curve), raw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.render is not None:
+        publish(json.loads(args.render.read_text()), args)
+        return 0
+    torch.set_num_threads(1)
+    b = make_bench(args)
+    started = time.perf_counter()
+
+    def on_row(label: str, row: dict) -> None:
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+        print(f"[{time.perf_counter() - started:6.0f}s] {label}: {shown}", flush=True)
+
+    runs = {label: [row] for label, row in fixed_rows(b, on_row).items()}
+    for seed in args.seeds:
+        for label, row in seed_rows(b, seed, on_row).items():
+            runs.setdefault(label, []).append(row | {"seed": seed})
+    ks = [int(k) for k in args.curve.split(",") if k.strip()]
+    curve = curve_points(b, ks, runs["dense base"][0]["mean"], args.seeds[0]) if ks else {}
+    from recipe_compiler.zoo import load_manifest
+
+    zoo_sha = next(h for n, _, _, h in load_manifest(b.zoo).models if n == "base")
+    raw = {"zoo": str(b.zoo), "base_sha256": zoo_sha, "remove": args.remove,
+           "seeds": args.seeds, "search": b.search, "limit": args.limit,
+           "samples": args.samples, "seconds": round(time.perf_counter() - started, 1),
+           "rows": runs, "curve": curve}
+    (b.work / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
+    publish(raw, args)
+    print(f"total {raw['seconds']:.0f}s", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

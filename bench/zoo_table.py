@@ -1,4 +1,6 @@
-"""Measure the tiny zoo: every model x every held-out task, plus two pruned copies of the base.
+"""Measure the tiny zoo: every model x every held-out task, the dense task-arithmetic merge of
+all fine-tunes (``recipes/zoo_merge.tr``, built with ``tailorc build``), and two pruned copies
+of the base.
 
 Consumes a zoo directory (built here with ``recipe_compiler.zoo.build_zoo`` unless ``--zoo``
 names an existing one), or with ``--seeds`` one full zoo per seed under ``--zoo-root``;
@@ -27,7 +29,9 @@ import platform
 import re
 import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +42,8 @@ from recipe_compiler.evaluate import evaluate, load_task
 from recipe_compiler.zoo import MANIFEST, ZooManifest, build_zoo, load_manifest
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "zoo.md"
+MERGE_RECIPE = DOC.parent.parent / "recipes" / "zoo_merge.tr"
+MERGE_LABEL = "merge: task arithmetic of all fine-tunes"
 BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
 
 
@@ -90,6 +96,9 @@ def score_zoo(manifest: ZooManifest, split: str, limit: int | None
 
     results: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
+    scratch = tempfile.TemporaryDirectory(prefix="tailor-zoo-merge-")
+    rows.insert(len(manifest.models), (MERGE_LABEL, build_merge(manifest, Path(scratch.name)),
+                                       None))
     for label, path, keep in rows:
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         if keep is not None:
@@ -97,7 +106,18 @@ def score_zoo(manifest: ZooManifest, split: str, limit: int | None
         scores = evaluate(model, tokenizer, tasks, limit=limit)
         results[label] = {name: s.primary for name, s in scores.items()}
         print(f"scored seed {manifest.seed}: {label}", file=sys.stderr)
+    scratch.cleanup()
     return results, tasks, time.perf_counter() - t0
+
+
+def build_merge(manifest: ZooManifest, where: Path) -> Path:
+    """``recipes/zoo_merge.tr`` pointed at this zoo, built with ``tailorc build``."""
+    recipe = where / "zoo_merge.tr"
+    recipe.write_text(MERGE_RECIPE.read_text().replace('"../zoo/', f'"{manifest.root}/'))
+    out = where / "merged"
+    subprocess.run([sys.executable, "-m", "recipe_compiler.cli", "build", str(recipe), "-o",
+                    str(out), "--device", "cpu"], check=True, capture_output=True)
+    return out
 
 
 def base_sha(manifest: ZooManifest) -> str:
@@ -154,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest(args.zoo)
     results, tasks, eval_s = score_zoo(manifest, args.split, args.limit)
 
-    table = _markdown(results, tasks)
+    table = _markdown(results, tasks) + "\n\n" + _merge_summary([results], tasks)
     print(table)
     print(f"\nzoo train time {manifest.train_seconds:.0f}s; scoring {eval_s:.0f}s", file=sys.stderr)
     if args.json:
@@ -184,7 +204,8 @@ def _multi_seed(args: argparse.Namespace) -> int:
     if any(list(r) != labels for r in per_seed.values()):
         raise SystemExit("the zoos disagree on their models; are they all the same size?")
 
-    table = _markdown_spread(per_seed, tasks)
+    table = (_markdown_spread(per_seed, tasks) + "\n\n"
+             + _merge_summary(list(per_seed.values()), tasks))
     train = [manifests[s].train_seconds for s in args.seeds]
     shas = ", ".join(f"seed {s} `{base_sha(manifests[s])[:8]}…`" for s in args.seeds)
     print(table)
@@ -217,6 +238,31 @@ def _write_doc(body: str) -> None:
         raise SystemExit(f"{DOC} lacks the {BEGIN} / {END} markers")
     DOC.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END),
                           lambda _: f"{BEGIN}\n{body}\n{END}", doc, flags=re.S))
+
+
+def _merge_summary(per_seed: list[dict[str, dict[str, float]]], tasks: list) -> str:
+    """How the family sits around its base, in numbers: each fine-tune's gain on its skill,
+    its change on its worst other skill, and the share of each gain the merge keeps.
+    """
+    mean = {lab: {t.name: statistics.fmean(r[lab][t.name] for r in per_seed) for t in tasks}
+            for lab in per_seed[0]}
+    base, merge = mean["base"], mean[MERGE_LABEL]
+    skills = [t.name for t in tasks if t.kind != "ppl" and t.name in mean]
+    parts = []
+    for s in skills:
+        gain = mean[s][s] - base[s]
+        worst = min(mean[s][o] - base[o] for o in skills if o != s)
+        kept = f"{100 * (merge[s] - base[s]) / gain:.0f}%" if gain > 0 else "n/a"
+        parts.append(f"`{s}` {100 * gain:+.0f} on its skill and {100 * worst:+.0f} on its "
+                     f"worst other skill; the merge keeps {kept} of its gain")
+    ppl = [t.name for t in tasks if t.kind == "ppl"]
+    text = "; ".join(parts) + "."
+    if ppl:
+        worst = max(mean[s][ppl[0]] for s in skills)
+        text += (f" Text perplexity: base {base[ppl[0]]:.2f}, fine-tunes up to {worst:.2f}, "
+                 f"merge {merge[ppl[0]]:.2f}.")
+    return ("Each fine-tune against the base, in points of score (means over the seeds), and "
+            "the share of its gain the merge keeps: " + text)
 
 
 def _heads(tasks: list) -> list[str]:

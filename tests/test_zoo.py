@@ -164,3 +164,19 @@ def test_tasks_load_with_evaluator(zoo) -> None:
     kinds = {t.name: t.kind for t in evaluate.load_tasks(manifest.tasks)}
     assert kinds["text"] == "ppl"
     assert {kinds[name] for name in zskills.SKILLS} <= {"mc", "gen"}
+
+
+def test_finetunes_change_decoder_layers_only(zoo) -> None:
+    # Zoo v2 trains only what a recipe can take or merge: embeddings and final norm stay the
+    # base's, so `merge(...)` and `take(...)` carry everything a fine-tune learnt.
+    from safetensors.torch import load_file
+
+    manifest, _ = zoo
+    base = load_file(manifest.model_path("base") / "model.safetensors")
+    assert QUICK.decoder_only and QUICK.replay > 0
+    for name in FINETUNES:
+        tuned = load_file(manifest.model_path(name) / "model.safetensors")
+        assert tuned.keys() == base.keys()
+        for key in ("model.embed_tokens.weight", "model.norm.weight"):
+            assert torch.equal(tuned[key], base[key]), (name, key)
+        assert any(not torch.equal(tuned[k], base[k]) for k in base if ".layers." in k), name

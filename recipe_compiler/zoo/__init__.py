@@ -8,9 +8,10 @@ Consumes an output directory and a seed; produces, deterministically::
     DIR/zoo.json                                           manifest with weight hashes
 
 ``base`` is trained on a uniform mixture of every skill plus English-like text; each fine-tune
-starts from ``base`` and trains on its one skill only, so it improves there and forgets a
-little elsewhere: the structure GPTailor needs to have something to stitch. Library code never
-prints; progress goes to the optional ``on_progress`` callback.
+starts from ``base`` and trains its decoder layers on its one skill, with part of every batch
+replayed from the base's mixture (zoo v2), so it improves there and stays near the base
+elsewhere: a family like real ones, whose layers and task vectors GPTailor can stitch and
+merge. Library code never prints; progress goes to the optional ``on_progress`` callback.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from transformers.utils import logging as hf_logging
 
 from recipe_compiler.zoo import skills as _skills
 from recipe_compiler.zoo.tokenizer import build_tokenizer
-from recipe_compiler.zoo.train import FULL, QUICK, ZooSize, make_model, train
+from recipe_compiler.zoo.train import FULL, QUICK, Replay, ZooSize, make_model, train
 
 __all__ = ["ZooManifest", "ZooProgress", "FINETUNES", "build_zoo", "load_manifest", "sha256"]
 
@@ -138,7 +139,7 @@ class _Job:
 
     name: str
     skill: str
-    pool: list[_skills.Pair]
+    pools: dict[str, list[_skills.Pair]]  # the skill's, plus the base's for replay
     base_state: dict[str, torch.Tensor]
     size: ZooSize
     seed: int
@@ -160,9 +161,11 @@ def _finetune(job: _Job, report: Callable[[ZooProgress], None] | None = None) ->
     tokenizer = build_tokenizer()
     model = make_model(job.size, tokenizer, job.seed)
     model.load_state_dict(job.base_state)
-    train(model, {job.skill: job.pool}, [job.skill], job.size, job.size.finetune_steps,
-          job.size.finetune_lr, tokenizer, job.seed,
-          lambda s, n, loss: send(ZooProgress(job.name, s, n, loss, "train")))
+    size = job.size
+    replay = Replay((*_skills.SKILLS, "text"), size.replay) if size.replay > 0 else None
+    train(model, job.pools, [job.skill], size, size.finetune_steps, size.finetune_lr,
+          tokenizer, job.seed, lambda s, n, loss: send(ZooProgress(job.name, s, n, loss, "train")),
+          replay=replay, layers=tuple(range(size.layers)) if size.decoder_only else None)
     send(ZooProgress(job.name, job.size.finetune_steps, job.size.finetune_steps, None, "save"))
     return _save(model, tokenizer, job.out)
 
@@ -240,8 +243,8 @@ def build_zoo(out_dir: Path, *, seed: int = 0, quick: bool = False,
         report(ZooProgress("base", size.base_steps, size.base_steps, None, "save"))
         models = [("base", BASE_SKILL, out_dir / "base", _save(base, tokenizer, out_dir / "base"))]
         state = {k: v.detach().clone() for k, v in base.state_dict().items()}
-        jobs = [_Job(name, skill, pools[skill], state, size, seed, out_dir / name)
-                for name, skill in FINETUNES.items()]
+        jobs = [_Job(name, skill, pools if size.replay > 0 else {skill: pools[skill]}, state,
+                     size, seed, out_dir / name) for name, skill in FINETUNES.items()]
         digests = _run_jobs(jobs, workers, report)
         models += [(j.name, j.skill, j.out, d) for j, d in zip(jobs, digests)]
         seconds = time.perf_counter() - started

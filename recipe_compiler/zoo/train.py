@@ -38,18 +38,33 @@ class ZooSize:
     pool_size: int  # training pairs per skill
     n_test: int
     n_val: int
+    # Zoo v2: the share of each fine-tune batch drawn from the base's own data (skills and
+    # text), and whether fine-tunes train the decoder layers only. 0.0 / False is zoo v1.
+    replay: float = 0.0
+    decoder_only: bool = False
 
 
 # Narrow and many small steps learns these skills far better per CPU-second than wide and few
 # (measured: hidden 128 x 160 steps of 64 left code/strings near 0; hidden 64 x 600 steps of
-# 32 teaches the fine-tunes their skill to 54-100%); a gentler fine-tune rate keeps some of
-# the base's other skills, which is the structure layer stitching needs.
+# 32 teaches the fine-tunes their skill to 54-100%). The fine-tunes stay in the base's basin
+# (docs/zoo.md, "Zoo v2"): a lower rate, half of every batch replayed from the base's data, and
+# only the decoder layers trained, which are all a recipe can take or merge (embeddings, final
+# norm and head come from the base model).
 FULL = ZooSize(hidden=64, intermediate=192, layers=12, heads=4, seq_len=32, batch=32,
-               base_steps=600, finetune_steps=250, base_lr=3e-3, finetune_lr=1.5e-3,
-               pool_size=8000, n_test=250, n_val=150)
+               base_steps=600, finetune_steps=250, base_lr=3e-3, finetune_lr=1e-3,
+               pool_size=8000, n_test=250, n_val=150, replay=0.5, decoder_only=True)
 QUICK = ZooSize(hidden=16, intermediate=32, layers=12, heads=2, seq_len=32, batch=4,
                 base_steps=4, finetune_steps=2, base_lr=3e-3, finetune_lr=3e-3,
-                pool_size=200, n_test=20, n_val=10)
+                pool_size=200, n_test=20, n_val=10, replay=0.5, decoder_only=True)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Rows drawn from the base's own mixture while fine-tuning, ``fraction`` of each batch."""
+
+    names: tuple[str, ...]
+    fraction: float
+
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, labels
 StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
@@ -80,8 +95,8 @@ def make_model(size: ZooSize, tokenizer: PreTrainedTokenizerFast, seed: int) -> 
 
 
 def make_batch(pools: Mapping[str, list[Pair]], names: list[str], size: ZooSize,
-               char_ids: Mapping[str, int], bos_id: int, pad_id: int, rng: random.Random
-               ) -> list[Batch]:
+               char_ids: Mapping[str, int], bos_id: int, pad_id: int, rng: random.Random,
+               replay: Replay | None = None) -> list[Batch]:
     """``batch`` rows as one or two right-padded ``(input_ids, attention_mask, labels)``.
 
     A skill row is one example, ``<bos> prompt answer \\n``, exactly what the evaluator feeds
@@ -90,13 +105,17 @@ def make_batch(pools: Mapping[str, list[Pair]], names: list[str], size: ZooSize,
     64-token packed row the few tokens an answer depends on get a tiny share of the gradient,
     and the 12-layer model sat on a plateau for the whole budget. A text row is a run of
     sentences, ``seq_len`` characters long, supervised everywhere; a quarter of them start
-    mid-stream without ``<bos>``, as later rolling-perplexity windows do.
+    mid-stream without ``<bos>``, as later rolling-perplexity windows do. With ``replay``,
+    each row comes from ``replay.names`` with probability ``replay.fraction`` instead.
     """
     rows: list[list[int]] = []
     labels: list[list[int]] = []
     is_text: list[bool] = []
     for _ in range(size.batch):
-        name = names[rng.randrange(len(names))]
+        group = names
+        if replay is not None and rng.random() < replay.fraction:
+            group = list(replay.names)  # only drawn with replay on: the base's stream is kept
+        name = group[rng.randrange(len(group))]
         prompt, answer = rng.choice(pools[name])
         if answer:
             p = [bos_id] + [char_ids[c] for c in prompt]
@@ -137,12 +156,19 @@ def _pad(rows: list[list[int]], labels: list[list[int]], pad_id: int) -> Batch:
 
 def train(model: LlamaForCausalLM, pools: Mapping[str, list[Pair]], names: list[str],
           size: ZooSize, steps: int, lr: float, tokenizer: PreTrainedTokenizerFast, seed: int,
-          on_step: StepCallback | None = None) -> float:
-    """Train in place on a uniform mixture of ``names``; return the final loss."""
+          on_step: StepCallback | None = None, *, replay: Replay | None = None,
+          layers: tuple[int, ...] | None = None) -> float:
+    """Train in place on a uniform mixture of ``names``; return the final loss.
+
+    ``replay`` mixes rows of the base's own data into every batch; ``layers`` trains only
+    those decoder layers (everything else frozen), ``None`` trains all parameters.
+    """
     rng = random.Random(f"tailor-zoo/batches/{seed}/{'+'.join(names)}")
-    char_ids = {c: tokenizer.convert_tokens_to_ids(c) for c in _alphabet(pools, names)}
+    every = [*names, *(replay.names if replay else ())]
+    char_ids = {c: tokenizer.convert_tokens_to_ids(c) for c in _alphabet(pools, every)}
     bos, pad = int(tokenizer.bos_token_id), int(tokenizer.pad_token_id)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    params = _trainable(model, layers)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, steps // 10)
 
     def schedule(step: int) -> float:
@@ -156,7 +182,7 @@ def train(model: LlamaForCausalLM, pools: Mapping[str, list[Pair]], names: list[
     model.train()
     loss_val = float("nan")
     for step in range(steps):
-        parts = make_batch(pools, names, size, char_ids, bos, pad, rng)
+        parts = make_batch(pools, names, size, char_ids, bos, pad, rng, replay)
         n_targets = sum(int((y[:, 1:] != IGNORE).sum()) for _, _, y in parts)
         total = 0.0
         for x, mask, y in parts:
@@ -168,7 +194,7 @@ def train(model: LlamaForCausalLM, pools: Mapping[str, list[Pair]], names: list[
                 ignore_index=IGNORE, reduction="sum") / n_targets
             loss.backward()
             total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -177,6 +203,16 @@ def train(model: LlamaForCausalLM, pools: Mapping[str, list[Pair]], names: list[
             on_step(step + 1, steps, loss_val)
     model.eval()
     return loss_val
+
+
+def _trainable(model: LlamaForCausalLM, layers: tuple[int, ...] | None
+               ) -> list[torch.nn.Parameter]:
+    if layers is None:
+        return list(model.parameters())
+    model.requires_grad_(False)
+    for i in layers:
+        model.model.layers[i].requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def _alphabet(pools: Mapping[str, list[Pair]], names: list[str]) -> set[str]:
