@@ -45,13 +45,27 @@ SKILLS = ("math", "code", "recall", "strings")
 MODELS = ("base", *SKILLS)
 MERGE_RECIPE = ROOT / "recipes" / "zoo_merge.tr"
 MERGE = "dense merge (task arithmetic, all fine-tunes)"
-SEARCHES = {  # label -> (slot op, warm starts)
-    "GPTailor search": ("?", True),
-    "GPTailor search, no warm starts": ("?", False),
-    "GPTailor search, no merges (removal + selection)":
-        ("choose(drop, " + ", ".join(f"take({m})" for m in MODELS) + ")", True),
-    "GPTailor search, removal only": ("choose(drop, take(base))", True),
+ALL_TAKES = "choose(drop, " + ", ".join(f"take({m})" for m in MODELS) + ")"
+# label -> (slot op, warm starts, extra search settings). Each addition is measured on top
+# of the one before; the ablations remove one part from the final configuration.
+PLAIN = {}
+RESCORE = {"final_limit": 150, "finalists": 8}
+FLOOR = RESCORE | {"min_task_retention": "80%"}
+PPL = FLOOR | {"ppl_weight": 0.5}
+FINAL = PPL | {"local_search": 96}
+SEARCHES = {
+    "GPTailor search, plain (mean fitness)": ("?", True, PLAIN),
+    "+ finalists re-scored on all validation items": ("?", True, RESCORE),
+    "+ task floor 80%": ("?", True, FLOOR),
+    "+ perplexity term": ("?", True, PPL),
+    "+ local search (= GPTailor search)": ("?", True, FINAL),
+    "GPTailor search, retention fitness": ("?", True, FINAL | {"fitness": "retention"}),
+    "GPTailor search, no warm starts": ("?", False, FINAL),
+    "GPTailor search, no merge warm starts": ("?", True, FINAL | {"warm_merge": "false"}),
+    "GPTailor search, no merges (removal + selection)": (ALL_TAKES, True, FINAL),
+    "GPTailor search, removal only": ("choose(drop, take(base))", True, FINAL),
 }
+SEARCH = "+ local search (= GPTailor search)"  # the configuration the README reports
 RANDOM = "random search (same evaluations as the search)"
 
 
@@ -62,6 +76,8 @@ class Bench:
     zoo: Path
     work: Path
     tasks: tuple  # test split: the skills, then text perplexity
+    val_tasks: tuple  # validation split, the skills: what every choice is made on
+    base_val: dict  # the dense base's validation scores
     tok: object
     remove: int
     limit: int | None  # test items per task (None: all)
@@ -138,9 +154,10 @@ def fixed_rows(b: Bench, on_row) -> dict[str, dict]:
     return rows
 
 
-def prepared(op: str, b: Bench, seed: int, warm: bool, tag: str):
+def prepared(op: str, b: Bench, seed: int, warm: bool, tag: str, extra: dict | None = None):
     models = "\n".join(f'model {m} = "{b.zoo / m}"' for m in MODELS)
-    settings = "\n".join(f"  {k} = {v}" for k, v in (b.search | {"seed": seed}).items())
+    settings = "\n".join(f"  {k} = {v}" for k, v in
+                         (b.search | (extra or {}) | {"seed": seed}).items())
     if not warm:
         settings += "\n  warm_start = 0"
     text = (f"{models}\nslot 0..12 = {op}\nsearch {{\n  remove = {b.remove}\n"
@@ -154,23 +171,43 @@ def prepared(op: str, b: Bench, seed: int, warm: bool, tag: str):
 
 def finish(recipe, fitness: float, evaluations: int, seconds: float, b: Bench,
            where: Path) -> dict:
+    """Test scores of the chosen recipe, and its mean and worst task (vs the dense base) on
+    the whole validation split: what choices between configurations are made on."""
+    from recipe_compiler.compiler.check import load_and_check
+    from recipe_compiler.execute.assemble import assemble
+
     text = format_recipe(recipe)
     (where / "best.tr").write_text(text)
+    models, _ = load_and_check(recipe, require_closed=True)
+    model = assemble(recipe, models)
+    scored = evaluate(model, b.tok, list(b.val_tasks), batch_size=64)
+    val = {n: v.primary for n, v in scored.items()}
     return recipe_scores(text, where, b) | {
-        "evaluations": evaluations, "seconds": round(seconds, 1), "val_fitness": fitness}
+        "evaluations": evaluations, "seconds": round(seconds, 1), "val_fitness": fitness,
+        "val_mean": statistics.fmean(val.values()), "val": val,
+        "val_worst": min(val[t] / b.base_val[t] for t in SKILLS if b.base_val[t] > 0)}
 
 
-def search_row(op: str, warm: bool, b: Bench, seed: int, tag: str) -> dict:
-    """`tailorc evolve` in-process: warm starts as it seeds them, best of the last population."""
-    p, ev, where = prepared(op, b, seed, warm, tag)
+def search_row(op: str, warm: bool, b: Bench, seed: int, tag: str, extra: dict) -> dict:
+    """`tailorc evolve` in-process, step for step: warm starts, the dense references its
+    objective needs, the genetic search, then the finish (finalists, local search). The
+    evaluations count all of them."""
+    from recipe_compiler.search.refine import finish as finish_search
+    from recipe_compiler.search.session import use_references
+
+    p, ev, where = prepared(op, b, seed, warm, tag, extra)
     start = time.perf_counter()
     seeds = list(warm_starts(ev, p.space).values()) if warm else []
-    s = Search(p.space, lambda rs, rung: [ev.scores(r, rung) for r in rs], ev.fitness,
-               warm=seeds)
-    pop, _ = s.run()
-    best = max(pop, key=lambda i: i.fitness.values[0])
-    return finish(decode(p.space, list(best)), best.fitness.values[0], s.evaluations,
-                  time.perf_counter() - start, b, where)
+
+    def score(rs, rung):
+        return [ev.scores(r, rung) for r in rs]
+
+    s = Search(p.space, score, ev.fitness, warm=seeds)
+    references = use_references(ev, p.space, score)
+    pop, hof = s.run()
+    best, final_scores = finish_search(s, pop, hof, score)
+    return finish(decode(p.space, list(best)), ev.fitness(final_scores),
+                  s.evaluations + references, time.perf_counter() - start, b, where)
 
 
 def random_row(b: Bench, seed: int, budget: int) -> dict:
@@ -195,14 +232,16 @@ def random_row(b: Bench, seed: int, budget: int) -> dict:
     return finish(best, fitness, used, time.perf_counter() - start, b, where)
 
 
-def seed_rows(b: Bench, seed: int, on_row) -> dict[str, dict]:
+def seed_rows(b: Bench, seed: int, on_row, only: list[str]) -> dict[str, dict]:
     rows: dict[str, dict] = {}
-    for label, (op, warm) in SEARCHES.items():
-        tag = label.split(", ")[-1].replace(" ", "_") if "," in label else "full"
-        rows[label] = search_row(op, warm, b, seed, tag)
+    for k, (label, (op, warm, extra)) in enumerate(SEARCHES.items()):
+        if only and not any(o in label for o in only) and label != SEARCH:
+            continue
+        rows[label] = search_row(op, warm, b, seed, f"search{k}", extra)
         on_row(f"{label} (seed {seed})", rows[label])
-    rows[RANDOM] = random_row(b, seed, rows["GPTailor search"]["evaluations"])
-    on_row(f"{RANDOM} (seed {seed})", rows[RANDOM])
+    if not only or any(o in RANDOM for o in only):
+        rows[RANDOM] = random_row(b, seed, rows[SEARCH]["evaluations"])
+        on_row(f"{RANDOM} (seed {seed})", rows[RANDOM])
     return rows
 
 
@@ -218,7 +257,8 @@ def render(runs: dict[str, list[dict]]) -> str:
     stats = {label: summary(r) for label, r in runs.items()}
     base = stats["dense base"]
     head = ("| model | " + " | ".join(SKILLS) + " | mean | retention vs base | worst task vs "
-            "base | text ppl | evaluations | wall s |\n|---|" + "---:|" * (len(SKILLS) + 6))
+            "base | text ppl | evaluations | wall s | val mean | val worst vs base |\n|---|"
+            + "---:|" * (len(SKILLS) + 8))
     lines = [head]
     for label, st in stats.items():
         pm = len(runs[label]) > 1
@@ -232,7 +272,9 @@ def render(runs: dict[str, list[dict]]) -> str:
                 cell("seconds", 1, ".0f") if "seconds" in st else "—")
         lines.append(f"| {label} | " + " | ".join(cell(t) for t in SKILLS)
                      + f" | {cell('mean')} | {100 * st['mean'][0] / base['mean'][0]:.1f}% | "
-                     f"{100 * worst:.0f}% | {cell('text', 1, '.2f')} | {cost[0]} | {cost[1]} |")
+                     f"{100 * worst:.0f}% | {cell('text', 1, '.2f')} | {cost[0]} | {cost[1]} | "
+                     + (f"{cell('val_mean')} | {cell('val_worst', 100, '.0f')}% |"
+                        if "val_mean" in st else "— | — |"))
     return "\n".join(lines)
 
 
@@ -289,6 +331,49 @@ def write_docs(table: str, args, has_curve: bool, raw: dict) -> None:
     path.write_text(text)
 
 
+DEMO_ROWS = ("dense base", MERGE)
+
+
+def demo_table(raw: dict) -> str:
+    """The README's table: the dense base and merge, the best of each kind of baseline (by
+    test mean, the most favourable choice for them), random search and the search."""
+    stats = {label: summary(r) for label, r in raw["rows"].items()}
+    base = stats["dense base"]["mean"][0]
+
+    def best(pred) -> str:
+        return max((k for k in stats if pred(k)), key=lambda k: stats[k]["mean"][0])
+
+    rows = [*DEMO_ROWS,
+            best(lambda k: any(k.startswith(m) for m in METHODS) and not k.endswith("merge")),
+            best(lambda k: any(k.startswith(m) for m in METHODS) and k.endswith("merge")),
+            RANDOM, SEARCH]
+    lines = ["| model (12 -> 9 layers but the dense ones) | mean | retention | worst task | "
+             "text ppl |", "|---|---:|---:|---:|---:|"]
+    for label in rows:
+        st = stats[label]
+        worst = min(st[t][0] / stats["dense base"][t][0] for t in SKILLS)
+        sd = f" ± {100 * st['mean'][1]:.1f}" if len(raw["rows"][label]) > 1 else ""
+        name = "GPTailor search (tailorc evolve)" if label == SEARCH else label
+        lines.append(f"| {name} | {100 * st['mean'][0]:.1f}{sd} | "
+                     f"{100 * st['mean'][0] / base:.1f}% | {100 * worst:.0f}% | "
+                     f"{st['text'][0]:.2f} |")
+    return "\n".join(lines)
+
+
+def write_readme(raw: dict) -> None:
+    path = ROOT / "README.md"
+    text = path.read_text()
+    begin, end = "<!-- demo:begin -->", "<!-- demo:end -->"
+    if begin not in text:
+        return
+    seeds = " ".join(map(str, raw["seeds"]))
+    block = (f"{begin}\nWritten by `python bench/quality.py --seeds {seeds} --write-docs` "
+             f"(zoo v2, {raw['remove']} of 12 layers removed, test split, search seeds "
+             f"{seeds}; retention is the mean over the dense base's, worst task the lowest "
+             f"task score over the dense base's):\n\n{demo_table(raw)}\n{end}")
+    path.write_text(text.split(begin)[0] + block + text.split(end)[1])
+
+
 def parse_args(argv: list[str] | None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", type=Path, help="the zoo (default: ./zoo; --quick: a quick zoo "
@@ -305,6 +390,12 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--quick", action="store_true",
                     help="quick zoo, tiny budgets: every row in about a minute (smoke test)")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--only", nargs="+", default=[], metavar="TEXT",
+                    help="run only the search rows whose label contains TEXT (and the "
+                    "reported configuration, which random search matches)")
+    ap.add_argument("--reuse", type=Path, metavar="JSON",
+                    help="take the rows not run now (dense models, pruners) from an earlier "
+                    "results.json")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="measure nothing: print (and with --write-docs, write) the table of "
                     "a results.json this script wrote")
@@ -326,12 +417,16 @@ def make_bench(args) -> Bench:
     zoo = (zoo or ROOT / "zoo").resolve()
     tasks = (*(load_task(zoo / "tasks" / f"{s}.jsonl") for s in SKILLS),
              load_task(zoo / "tasks" / "text.txt"))
+    val_tasks = tuple(load_task(zoo / "tasks" / "val" / f"{s}.jsonl") for s in SKILLS)
     search = ({"population": args.population, "generations": args.generations, "limit": 10,
                "min_limit": 5} if args.quick else
               {"population": args.population, "generations": args.generations, "limit": 100,
                "min_limit": 25})
     args.work.mkdir(parents=True, exist_ok=True)
-    return Bench(zoo, args.work.resolve(), tasks, load(zoo / "base")[1], args.remove,
+    base, tok = load(zoo / "base")
+    base_val = {n: v.primary for n, v in evaluate(base, tok, list(val_tasks),
+                                                   batch_size=64).items()}
+    return Bench(zoo, args.work.resolve(), tasks, val_tasks, base_val, tok, args.remove,
                  args.limit, args.samples, search)
 
 
@@ -349,6 +444,7 @@ def publish(raw: dict, args) -> None:
         args.population, args.generations = (raw["search"]["population"],
                                               raw["search"]["generations"])
         write_docs(table, args, bool(curve), raw)
+        write_readme(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,9 +460,14 @@ def main(argv: list[str] | None = None) -> int:
         shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
         print(f"[{time.perf_counter() - started:6.0f}s] {label}: {shown}", flush=True)
 
-    runs = {label: [row] for label, row in fixed_rows(b, on_row).items()}
+    if args.reuse is not None:  # the rows that need no seed, measured before
+        old = json.loads(args.reuse.read_text())["rows"]
+        fixed = {k: v for k, v in old.items() if "seed" not in v[0]}
+        runs = dict(fixed)
+    else:
+        runs = {label: [row] for label, row in fixed_rows(b, on_row).items()}
     for seed in args.seeds:
-        for label, row in seed_rows(b, seed, on_row).items():
+        for label, row in seed_rows(b, seed, on_row, args.only).items():
             runs.setdefault(label, []).append(row | {"seed": seed})
     ks = [int(k) for k in args.curve.split(",") if k.strip()]
     curve = curve_points(b, ks, runs["dense base"][0]["mean"], args.seeds[0]) if ks else {}

@@ -109,7 +109,7 @@ def test_merged_warm_start_is_the_merge_of_every_candidate_then_pruned(space):
     assert [i for i, op in enumerate(ops) if isinstance(op, Drop)] == [9, 10, 11]
     kept = [op for op in ops if not isinstance(op, Drop)]
     assert all(isinstance(op, Merge) and op.models == ("math", "code", "recall", "strings")
-               and op.weights == (1.0,) * 4 and op.method == "task_arithmetic" for op in kept)
+               and op.weights == (0.5,) * 4 and op.method == "task_arithmetic" for op in kept)
     search = Search(space.space, lambda rs, rung: [], lambda s: 0.0, warm=[{9, 10, 11}])
     random.seed(0)
     first = search.initial_population()[0]

@@ -118,12 +118,13 @@ def genome_from_drops(space: SearchSpace, drops: set[int], rng: random.Random,
                       source: str | None = None) -> Genome:
     """One model (the base by default) with exactly these slots dropped, as far as the open
     slots allow: the seed for a pruning heuristic's answer applied to that model. With
-    `source=MERGED`, every kept open slot merges all candidates at full weight (capped by
-    `weight_range`): what a mergekit user's task-arithmetic merge, then pruned, would be."""
+    `source=MERGED`, every kept open slot merges all candidates at weight 0.5 each (within
+    `weight_range`), the usual task-arithmetic merge: what a mergekit user's merge, then
+    pruned, would be."""
     if source == MERGED:
         sources = space.candidates
         lo, hi = space.settings.weight_range
-        weights = tuple(max(lo, min(hi, 1.0)) for _ in space.candidates)
+        weights = tuple(max(lo, min(hi, 0.5)) for _ in space.candidates)
     else:
         sources = (source,) if source is not None and source != space.base else ()
         weights = tuple(0.5 for _ in space.candidates)
