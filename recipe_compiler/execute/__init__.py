@@ -7,9 +7,16 @@ Produces: the plan's safetensors shards in that directory, byte for byte as plan
 Shard files are laid out up front (header written, file sized), then tasks run in disk
 order and write their bytes at their planned offsets. `Copy` tasks move bytes file to file
 (`copy_file_range`, no tensor is made); other tasks read their inputs, compute in float32
-on the chosen device, and write the result. Memory held is one task's inputs, plus those
-the next task reads again. torch is imported only when a task computes: a take/drop
-build is pure byte copies and starts in a fraction of a second.
+on the chosen device, and write the result. torch is imported only when a task computes: a
+take/drop build is pure byte copies and starts in a fraction of a second.
+
+Speed (docs/speed.md): while a task computes, a reader thread reads the next computing
+task's inputs (reader.py), when they fit beside the current task within the plan's
+predicted peak; held inputs stay in their stored dtype. On the CPU, elementwise tasks
+(conversions, linear, task arithmetic) run slice by slice from the stored bytes to the
+output dtype (fused.py), bit for bit the float32 arithmetic of the whole-tensor path, with
+the slices shared out among `torch.get_num_threads()` threads; a writer thread writes each
+result while the next task computes (writer.py).
 
 Non-finite values (NaN, inf) are reported as warnings naming the tensor, never errors (a
 model may hold them on purpose, e.g. masks): every floating-point input a task computes
@@ -17,16 +24,15 @@ with, every computed output (a cast to float16 can overflow to inf), and every b
 tensor, scanned through a read-only mmap before it is copied. The scan reads each byte
 once more from the page cache (about 4 GB/s for float32 here): +15-40% on a build whose
 inputs are already cached, little on one that reads from disk (the scan pulls the pages in
-and the copy then finds them cached); `check_copies=False` skips it. See
+and the copy then finds them cached); `check_copies=False` skips it. Computed tensors are
+tested with a sum (finite.py), and their values counted only when it is not finite. See
 docs/reliability.md.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import mmap
-import os
+import os  # noqa: F401  (callers reach os.pwrite etc. through this module)
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -34,21 +40,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recipe_compiler.compiler.plan import (
-    BuildError,
     Combine,
     Convert,
     Copy,
-    Output,
     Plan,
     Read,
     Task,
+    task_memory,
 )
+from recipe_compiler.execute import fused
+from recipe_compiler.execute.finite import (
+    NONFINITE_DTYPES,
+    count_nonfinite_bytes,
+    count_nonfinite_tensor,
+    maybe_nonfinite,
+)
+from recipe_compiler.execute.reader import Inputs
+from recipe_compiler.execute.writer import ShardFiles, tensor_bytes
+
+_ShardFiles, _tensor_bytes = ShardFiles, tensor_bytes  # the names before writer.py
 
 if TYPE_CHECKING:
     import torch
-
-CHUNK = 16 * 1024 * 1024
-
 
 @dataclass(frozen=True, slots=True)
 class Progress:
@@ -81,85 +94,8 @@ def torch_dtypes() -> dict[str, torch.dtype]:
     }
 
 
-class _Inputs:
-    """Input files, each opened once for the whole build."""
-
-    def __init__(self) -> None:
-        self.fds: dict[str, int] = {}
-
-    def fd(self, path: str) -> int:
-        if path not in self.fds:
-            try:
-                self.fds[path] = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise BuildError(f"{path}: cannot open ({exc.strerror})") from None
-        return self.fds[path]
-
-    def read(self, r: Read) -> torch.Tensor:
-        import torch
-
-        dtype = torch_dtypes().get(r.dtype)
-        if dtype is None:
-            raise BuildError(f"{r.file}: tensor '{r.tensor}' has dtype {r.dtype}, which tailor "
-                             "cannot compute with (it can only copy it unchanged)")
-        if r.nbytes == 0:
-            return torch.empty(r.shape, dtype=dtype)
-        buf = bytearray(r.nbytes)
-        view, done, fd = memoryview(buf), 0, self.fd(r.file)
-        while done < r.nbytes:
-            got = os.preadv(fd, [view[done:]], r.begin + done)
-            if got == 0:
-                raise BuildError(f"{r.file}: ended early while reading tensor '{r.tensor}' of "
-                                 f"model '{r.model}' (was the file changed after checking?)")
-            done += got
-        return torch.frombuffer(buf, dtype=dtype).reshape(r.shape)
-
-    def count_nonfinite(self, r: Read) -> int:
-        """NaN/inf values in a tensor's bytes on disk, read through mmap in chunks (no
-        tensor is made, torch is not needed); 0 for dtypes that cannot hold them."""
-        if r.dtype not in NONFINITE_DTYPES or r.nbytes == 0:
-            return 0
-        fd = self.fd(r.file)
-        page = mmap.ALLOCATIONGRANULARITY
-        start = r.begin - r.begin % page
-        try:
-            m = mmap.mmap(fd, r.end - start, prot=mmap.PROT_READ, offset=start)
-        except (OSError, ValueError) as exc:
-            raise BuildError(f"{r.file}: cannot read tensor '{r.tensor}' ({exc})") from None
-        try:
-            bad, step = 0, CHUNK
-            for at in range(r.begin - start, r.end - start, step):
-                bad += _count_nonfinite(m, at, min(step, r.end - start - at), r.dtype)
-            return bad
-        finally:
-            m.close()
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-
-
-NONFINITE_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
-
-
-def _count_nonfinite(buf, offset: int, nbytes: int, dtype: str) -> int:
-    import numpy as np
-
-    a = np.frombuffer(buf, dtype=NONFINITE_DTYPES[dtype], count=nbytes // (
-        8 if dtype == "F64" else 4 if dtype == "F32" else 2), offset=offset)
-    if dtype == "BF16":  # numpy has no bfloat16: all exponent bits set is inf or NaN
-        return int(np.count_nonzero((a & 0x7F80) == 0x7F80))
-    return a.size - int(np.count_nonzero(np.isfinite(a)))
-
-
-def _count_nonfinite_tensor(t: torch.Tensor) -> int:
-    import torch
-
-    if not t.is_floating_point():
-        return 0
-    finite = torch.isfinite(t)
-    return 0 if bool(finite.all()) else int(t.numel() - finite.sum())
+_Inputs = Inputs  # the name before reader.py
+_count_nonfinite_tensor = count_nonfinite_tensor
 
 
 class _Warnings:
@@ -189,112 +125,99 @@ def _as_float(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def compute(task: Task, inputs: _Inputs, held: dict[Read, torch.Tensor],
             device: torch.device, warnings: _Warnings | None = None) -> torch.Tensor:
-    """The output tensor of a non-copy task, in its output dtype, on the CPU."""
+    """The output tensor of a non-copy task, in its output dtype, on the CPU. `held` maps
+    reads to tensors as stored (CPU); the task's fresh reads are added to it."""
+    fresh = [r for r in dict.fromkeys(task.reads) if r not in held]
+    for r in fresh:
+        held[r] = inputs.read(r)
+    if device.type == "cpu" and fused.fusable(task):
+        raw = {r: held[r] for r in dict.fromkeys(task.reads)}
+        out_dtype = torch_dtypes()[task.out.dtype]
+        out, flagged, maybe = fused.run(task, raw, set(fresh) if warnings else set(),
+                                        out_dtype, warnings is not None)
+        if warnings is not None:
+            for r in flagged:  # in the order the task reads them, like the whole path
+                warnings.read(r, count_nonfinite_tensor(held[r]))
+            _check_output(task, out, maybe, warnings)
+        return out
+    return _compute_whole(task, held, fresh, device, warnings)
+
+
+def _compute_whole(task: Task, held: dict[Read, torch.Tensor], fresh: list[Read],
+                   device: torch.device, warnings: _Warnings | None) -> torch.Tensor:
+
     from recipe_compiler.execute.merge import combine
 
+    floats: dict[Read, torch.Tensor] = {}
+
     def value(r: Read) -> torch.Tensor:
-        if r not in held:
-            x = inputs.read(r)
-            if warnings is not None:
-                warnings.read(r, _count_nonfinite_tensor(x))
-            held[r] = _as_float(x, device)
-        return held[r]
+        if r not in floats:
+            floats[r] = _as_float(held[r], device)
+            if warnings is not None and r in fresh:
+                x = held[r]  # as stored: a cast of float64 may overflow
+                warnings.read(r, count_nonfinite_tensor(x) if maybe_nonfinite(x) else 0)
+        return floats[r]
 
     expr = task.expr
     if isinstance(expr, Convert):
-        out = value(expr.src)
+        y = value(expr.src)
         if expr.scale is not None:
-            out = out * expr.scale
+            y = y * expr.scale
     else:
         assert isinstance(expr, Combine)
         xs = [value(r) for r in expr.inputs]
-        out = combine(expr, xs, value(expr.base) if expr.base is not None else None)
-    out = out.to(torch_dtypes()[task.out.dtype]).cpu()
-    if warnings is not None and not any((r.file, r.tensor) in warnings.seen
-                                        for r in task.reads):
-        # finite inputs, non-finite result: an overflow in the merge or in the cast
-        warnings.nonfinite(("", task.out.name), _count_nonfinite_tensor(out),
-                           f"output tensor '{task.out.name}' (computed from finite inputs; "
-                           f"overflow in {task.out.dtype}?)")
+        y = combine(expr, xs, value(expr.base) if expr.base is not None else None)
+    out = y.to(torch_dtypes()[task.out.dtype]).cpu()
+    if warnings is not None:
+        _check_output(task, out, maybe_nonfinite(out), warnings)
     return out
 
 
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    import torch
-
-    flat = t.contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
-
-
-class _ShardFiles:
-    """Output shards, laid out up front so tasks can write in any order."""
-
-    def __init__(self, plan: Plan, out_dir: Path):
-        self.plan, self.fds, self.paths = plan, [], []
-        for shard in plan.shards:
-            path = out_dir / shard.file_name
-            fd = _guard(path, lambda p=path: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                                       0o644))
-            self.fds.append(fd)
-            self.paths.append(path)
-            _guard(path, lambda fd=fd, s=shard: _pwrite_all(fd, memoryview(s.header), 0))
-            _guard(path, lambda fd=fd, s=shard: os.ftruncate(fd, s.size))
-
-    def where(self, out: Output) -> tuple[int, int, Path]:
-        k = out.shard
-        return self.fds[k], len(self.plan.shards[k].header) + out.begin, self.paths[k]
-
-    def write(self, out: Output, data: memoryview) -> None:
-        fd, offset, path = self.where(out)
-        _guard(path, lambda: _pwrite_all(fd, data, offset))
-
-    def copy(self, out: Output, src: Read, inputs: _Inputs) -> None:
-        fd, offset, path = self.where(out)
-        _guard(path, lambda: _copy_range(inputs.fd(src.file), fd, src, offset))
-
-    def close(self, sync: bool = True) -> None:
-        for fd, path in zip(self.fds, self.paths):
-            if sync:
-                _guard(path, lambda fd=fd: os.fsync(fd))
-            os.close(fd)
-        self.fds = []
+def _check_output(task: Task, out: torch.Tensor, maybe: bool, warnings: _Warnings) -> None:
+    """Warn of NaN/inf in a result computed from finite inputs: an overflow in the merge or
+    in the cast. `maybe`: whether the output may hold any (`maybe_nonfinite`)."""
+    if any((r.file, r.tensor) in warnings.seen for r in task.reads):
+        return
+    dtype = task.out.dtype
+    if dtype not in NONFINITE_DTYPES or not maybe:
+        return
+    n = count_nonfinite_bytes(_tensor_bytes(out), 0, out.nbytes, dtype)
+    warnings.nonfinite(("", task.out.name), n, f"output tensor '{task.out.name}' (computed "
+                       f"from finite inputs; overflow in {dtype}?)")
 
 
-def _guard(path: Path, action: Callable[[], object]):
-    try:
-        return action()
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise BuildError(f"{path}: no space left on device") from None
-        raise BuildError(f"{path}: cannot write ({exc.strerror})") from None
+class _ReadAhead:
+    """Which inputs to read while a task computes: those of the next computing task, when
+    they fit beside what this task holds within the plan's predicted peak memory."""
 
+    def __init__(self, plan: Plan, device: torch.device | None):
+        self.tasks, self.peak = plan.tasks, plan.peak_bytes
+        self.cpu = device is not None and device.type == "cpu"
+        self.next: dict[int, int] = {}
+        following = None
+        for k in range(len(plan.tasks) - 1, -1, -1):
+            self.next[k] = following  # type: ignore[assignment]
+            if not isinstance(plan.tasks[k].expr, Copy):
+                following = k
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    done = 0
-    while done < len(data):
-        done += os.pwrite(fd, data[done:], offset + done)
+    def start(self, k: int, inputs: Inputs) -> None:
+        j = self.next.get(k)
+        if j is None:
+            return
+        task, nxt = self.tasks[k], self.tasks[j]
+        reads = [r for r in dict.fromkeys(nxt.reads) if r not in task.keep]
+        if self.holds(task) + sum(r.nbytes for r in reads) <= self.peak:
+            inputs.prefetch(reads)
 
-
-def _copy_range(src_fd: int, dst_fd: int, src: Read, dst_offset: int) -> None:
-    done, n = 0, src.nbytes
-    while done < n:
-        try:
-            got = os.copy_file_range(src_fd, dst_fd, n - done, src.begin + done,
-                                     dst_offset + done)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            got = _copy_chunk(src_fd, dst_fd, min(CHUNK, n - done), src.begin + done,
-                              dst_offset + done)
-        if got == 0:
-            raise BuildError(f"{src.file}: ended early while copying tensor '{src.tensor}'")
-        done += got
-
-
-def _copy_chunk(src_fd: int, dst_fd: int, n: int, src_off: int, dst_off: int) -> int:
-    data = os.pread(src_fd, n, src_off)
-    _pwrite_all(dst_fd, memoryview(data), dst_off)
-    return len(data)
+    def holds(self, task: Task) -> int:
+        """Bytes the task holds at its peak: its inputs as stored and its output, plus the
+        float32 slices when fused; what the plan predicts otherwise."""
+        if not (self.cpu and fused.fusable(task)):
+            return task_memory(task)
+        reads = tuple(dict.fromkeys(task.reads))
+        slices = 4 * min(fused.SLICE, task.out.nbytes) * (len(reads) + 4)
+        # + the previous output, which the writer thread may still hold
+        return sum(r.nbytes for r in reads) + 2 * task.out.nbytes + slices
 
 
 def execute(plan: Plan, out_dir: Path, *, device: str = "cpu",
@@ -308,15 +231,17 @@ def execute(plan: Plan, out_dir: Path, *, device: str = "cpu",
     try:
         shards = _ShardFiles(plan, out_dir)
         held: dict[Read, torch.Tensor] = {}
-        for task in _with_progress(plan, on_progress):
+        ahead = _ReadAhead(plan, dev)
+        for k, task in enumerate(_with_progress(plan, on_progress)):
             if isinstance(task.expr, Copy):
                 src = task.expr.src
                 if check_copies and (src.file, src.tensor) not in warnings.seen:
                     warnings.read(src, inputs.count_nonfinite(src))
                 shards.copy(task.out, src, inputs)
             else:
+                ahead.start(k, inputs)
                 out = compute(task, inputs, held, dev, warnings)
-                shards.write(task.out, _tensor_bytes(out))
+                shards.write_later(task.out, out)
             held = {r: held[r] for r in task.keep if r in held}
         shards.close()
         return warnings.count

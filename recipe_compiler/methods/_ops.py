@@ -24,16 +24,42 @@ def weighted_sum(ts, weights: tuple[float, ...]) -> torch.Tensor:
 
 
 def trim_magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the `density` fraction of entries with the largest magnitude; zero the rest."""
+    """Keep the `density` fraction of entries with the largest magnitude; zero the rest.
+
+    Which entries are kept is what mergekit's `argsort(|delta|, descending=True)[:k]`
+    keeps, bit for bit. `kthvalue` finds the k-th largest magnitude without a sort; when no
+    other entry shares that magnitude, or all those that do are kept, the entries kept are
+    exactly those at or above it. Otherwise torch's (unstable) sort breaks the tie, and only
+    the sort itself can say how: the sort then runs as before. bf16 models hit that case
+    (their task vectors take few distinct values); float32 ones mostly do not."""
     if density >= 1:
         return delta
     k = int(density * delta.numel())
     flat = delta.reshape(-1)
     mask = torch.zeros_like(flat)
     if k > 0:
-        top = torch.argsort(flat.abs(), descending=True)[:k]
-        mask[top] = 1
+        mag = flat.abs()
+        keep = _top_by_threshold(mag, k)
+        if keep is not None:
+            mask.masked_fill_(keep, 1)
+        else:
+            mask[torch.argsort(mag, descending=True)[:k]] = 1
     return (flat * mask).view_as(delta)
+
+
+def _top_by_threshold(mag: torch.Tensor, k: int) -> torch.Tensor | None:
+    """The k largest entries of `mag` as a bool mask, when the k-th largest value settles
+    them; None when entries equal to it must be chosen among, or any is NaN."""
+    n = mag.numel()
+    if k >= n:
+        return torch.ones_like(mag, dtype=torch.bool)
+    kth = torch.kthvalue(mag, n - k + 1).values  # the k-th largest
+    if not bool(torch.isfinite(kth)):
+        return None
+    keep = mag >= kth
+    if int(keep.sum()) != k:  # ties at the threshold (or NaN, never >= anything)
+        return None
+    return keep if not bool(torch.isnan(mag).any()) else None
 
 
 def seed_for(seed: int, key: str, k: int) -> int:

@@ -17,6 +17,10 @@ def formula(xs: list, base: object, p: Mapping[str, object]):
     return out.div_(total) if p["normalize"] and total != 0 else out
 
 
+# Each output entry depends only on the inputs' entries at the same position: the executor
+# may run the formula on slices of the tensors (execute/fused.py), with the same result.
+formula.elementwise = True  # type: ignore[attr-defined]
+
 METHOD = Method(
     name="linear",
     summary="sum(w_i x_i) / sum(w_i)   (no division with normalize=false)",

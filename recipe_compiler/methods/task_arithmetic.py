@@ -19,6 +19,10 @@ def formula(xs: list, base, p: Mapping[str, object]):
     return base + delta
 
 
+# Each output entry depends only on the inputs' entries at the same position: the executor
+# may run the formula on slices of the tensors (execute/fused.py), with the same result.
+formula.elementwise = True  # type: ignore[attr-defined]
+
 METHOD = Method(
     name="task_arithmetic",
     summary="b + sum(w_i (x_i - b)), b = the base model's layer   (/ sum(w_i) with normalize)",

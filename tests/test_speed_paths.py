@@ -1,0 +1,157 @@
+"""The fast paths of a build give the slow paths' bytes and warnings, bit for bit.
+
+Covers execute/fused.py (elementwise tasks slice by slice) against the whole-tensor path,
+the reader thread, and TIES trimming by `kthvalue` against mergekit's full sort. See
+docs/speed.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recipe_compiler.compiler.plan import Combine, Convert, Output, Read, Task
+from recipe_compiler.execute import _compute_whole, _Warnings, compute, fused
+from recipe_compiler.execute.finite import maybe_nonfinite
+from recipe_compiler.execute.reader import Inputs
+from recipe_compiler.methods import _ops
+
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+SHAPE = (3, fused.SLICE // 2 + 7)  # several slices, the last one short
+
+
+class FakeInputs:
+    """Reads served from memory."""
+
+    def __init__(self, tensors: dict[Read, torch.Tensor]):
+        self.tensors = tensors
+
+    def read(self, r: Read) -> torch.Tensor:
+        return self.tensors[r]
+
+
+def tensor(seed: int, dtype: str, special: bool) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(SHAPE, generator=g) * 0.02
+    if special:  # signed zeros, huge values (float16 overflow), NaN and inf far apart
+        x[0, :5] = torch.tensor([0.0, -0.0, 6.0e4, -6.5e4, 3.0e38])
+        x[1, 100] = float("nan")
+        x[2, -1] = float("-inf")
+    return x.to(DTYPES[dtype])
+
+
+def read(model: str, dtype: str) -> Read:
+    size = {"F32": 4}.get(dtype, 2) * math.prod(SHAPE)
+    return Read(model, "w", f"/{model}.safetensors", 0, size, dtype, SHAPE)
+
+
+def task(expr, dtype: str) -> Task:
+    size = {"F32": 4}.get(dtype, 2) * math.prod(SHAPE)
+    return Task(Output("out", dtype, SHAPE, 0, 0, size), expr)
+
+
+def both_paths(t: Task, tensors: dict[Read, torch.Tensor]):
+    runs = []
+    for fast in (True, False):
+        messages: list[str] = []
+        warnings = _Warnings(messages.append)
+        held: dict[Read, torch.Tensor] = {}
+        if fast:
+            assert fused.fusable(t)
+            out = compute(t, FakeInputs(tensors), held, torch.device("cpu"), warnings)
+        else:
+            held = dict(tensors)
+            out = _compute_whole(t, held, list(tensors), torch.device("cpu"), warnings)
+        runs.append((out.view(-1).view(torch.uint8) if out.numel() else out, messages))
+    return runs
+
+
+@pytest.mark.parametrize("method,params,base", [
+    ("linear", (("normalize", True),), False),
+    ("linear", (("normalize", False),), False),
+    ("task_arithmetic", (("normalize", False),), True),
+    ("task_arithmetic", (("normalize", True),), True),
+])
+@pytest.mark.parametrize("in_dtype", ["BF16", "F16", "F32"])
+@pytest.mark.parametrize("out_dtype", ["BF16", "F16", "F32"])
+@pytest.mark.parametrize("special", [False, True])
+def test_fused_merge_equals_whole_tensor_path(method, params, base, in_dtype, out_dtype,
+                                              special):
+    reads = [read(m, in_dtype) for m in ("a", "b", "c")]
+    tensors = {r: tensor(k, in_dtype, special and k == 1) for k, r in enumerate(reads)}
+    b = reads[2] if base else None
+    expr = Combine(method, tuple(reads[:2]), (0.7, 0.45), b, params, scale=0.9)
+    (fast, fast_msgs), (slow, slow_msgs) = both_paths(task(expr, out_dtype), tensors)
+    assert torch.equal(fast, slow)
+    assert fast_msgs == slow_msgs
+    assert bool(special) == bool(fast_msgs)
+
+
+@pytest.mark.parametrize("in_dtype", ["BF16", "F16", "F32"])
+@pytest.mark.parametrize("out_dtype", ["BF16", "F16", "F32"])
+@pytest.mark.parametrize("scale", [None, 1e3])
+def test_fused_conversion_equals_whole_tensor_path(in_dtype, out_dtype, scale):
+    r = read("a", in_dtype)
+    tensors = {r: tensor(3, in_dtype, False) * (100 if in_dtype != "F16" else 1)}
+    (fast, fast_msgs), (slow, slow_msgs) = both_paths(task(Convert(r, scale), out_dtype),
+                                                      tensors)
+    assert torch.equal(fast, slow)
+    assert fast_msgs == slow_msgs  # float16 outputs overflow at scale 1e3: one warning
+
+
+def test_quick_nonfinite_test_never_misses():
+    x = torch.zeros(100_000)
+    assert not maybe_nonfinite(x)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x[77_777] = bad
+        assert maybe_nonfinite(x) and maybe_nonfinite(x.to(torch.bfloat16))
+    x[0] = float("inf")
+    x[1] = -float("inf")
+    assert maybe_nonfinite(x)
+    assert maybe_nonfinite(torch.full((10,), 3e38))  # overflowing sum: counted, not missed
+
+
+def argsort_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """mergekit's definition (sparsify.magnitude), as tailor computed it before."""
+    k = int(density * delta.numel())
+    flat = delta.reshape(-1)
+    mask = torch.zeros_like(flat)
+    if k > 0:
+        mask[torch.argsort(flat.abs(), descending=True)[:k]] = 1
+    return (flat * mask).view_as(delta)
+
+
+@pytest.mark.parametrize("n", [1, 10, 1000, 65_543, 300_000])
+@pytest.mark.parametrize("density", [1e-6, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize("kind", ["float32", "bf16 deltas", "few values", "nan"])
+def test_ties_trim_by_threshold_equals_full_sort(n, density, kind):
+    g = torch.Generator().manual_seed(n)
+    if kind == "few values":  # ties everywhere: the sort decides
+        d = torch.randint(-3, 4, (n,), generator=g).float()
+    elif kind == "bf16 deltas":
+        d = (torch.randn(n, generator=g) * 0.02).bfloat16().float() - \
+            (torch.randn(n, generator=g) * 0.02).bfloat16().float()
+    else:
+        d = torch.randn(n, generator=g)
+        if kind == "nan":
+            d[n // 2] = float("nan")
+    got, want = _ops.trim_magnitude(d, density), argsort_trim(d, density)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))  # -0.0 included
+
+
+def test_reader_thread_reads_the_same_bytes_and_reports_short_files(tmp_path):
+    data = torch.arange(1000, dtype=torch.float32)
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"\0" * 8 + data.numpy().tobytes())
+    good = Read("m", "t", str(path), 8, 8 + 4000, "F32", (1000,))
+    short = Read("m", "u", str(path), 8, 8 + 8000, "F32", (2000,))
+    inputs = Inputs()
+    try:
+        inputs.prefetch([good, short])
+        assert torch.equal(inputs.read(good), data)
+        with pytest.raises(Exception, match="ended early while reading tensor 'u'"):
+            inputs.read(short)
+    finally:
+        inputs.close()
