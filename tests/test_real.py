@@ -404,3 +404,100 @@ def test_evolve_shortgpt_is_what_its_header_says(run: Path, capsys):
     assert len(dropped) == 2  # the search's size target
     tailorc(capsys, "check", run / "shortgpt.tr")
     assert claimed == dropped, text
+
+
+# --- teacher forcing vs greedy on SmolLM2's BPE tokenizer -------------------------------
+
+
+@pytest.fixture(scope="module")
+def bpe(base: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base)
+
+
+def test_bpe_items_exact_or_not(bpe):
+    from recipe_compiler.evaluate.tokenization import analyse_answer
+
+    def why(prompt, answer):
+        return [p.split(":")[0] for p in analyse_answer(bpe, prompt, answer).problems]
+
+    # digits are single tokens with no merges, and the space is its own token before them
+    assert why("12 + 30 =", " 42") == [] and why("12 + 30 =", "42") == []
+    assert why("Say x:", "x") == []
+    # the prompt's trailing space moves to the answer
+    assert why("12 + 30 = ", "42") == ["context"]
+    # " P" + "aris" merges into "ĠParis", which the cut gives to the context: no answer left
+    assert why("The capital of France is P", "aris") == ["context", "text"]
+    # a word is one token here, but also "Ġ" + "Paris", "ĠP" + "aris", ..., single bytes
+    assert why("The capital of France is", " Paris") == ["tokenisation"]
+    assert why("Q: What is the capital of France?\nA:", "Paris") == ["tokenisation"]
+
+
+def test_bpe_verdicts_match_greedy_decoding(bpe):
+    from tests.test_tokenization import outcomes
+
+    space, paris = bpe.convert_tokens_to_ids(["Ġ", "Paris"])
+    france = "The capital of France is"
+    assert outcomes(bpe, "12 + 30 =", " 42", " 42") == (True, True, True)
+    assert outcomes(bpe, "12 + 30 =", " 42", " 43") == (False, False, False)
+    assert outcomes(bpe, france, " Paris", " Paris", "\n\n") == (True, True, True)  # "ĊĊ"
+    assert outcomes(bpe, france, " Paris", " Rome") == (False, False, False)
+    # the model writes the same text in other tokens, or a space the answer lacks: greedy
+    # matches, teacher forcing fails, and the verdict asks for decoding
+    assert outcomes(bpe, france, " Paris", [space, paris]) == (False, True, None)
+    assert outcomes(bpe, "12 + 30 =", "42", " 42") == (False, True, None)
+
+
+# --- the real family (base + 3 fine-tunes, cached) --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def family(base: Path) -> Path:
+    """`tailorc zoo --real`'s family, built once into the cache (~10 min on 2 idle cores)."""
+    from recipe_compiler.zoo.real_family import build_real_family
+
+    path = real.default_cache() / "real-family"
+    build_real_family(path)
+    return path
+
+
+def test_family_second_build_reuses_everything(family: Path):
+    from recipe_compiler.zoo.real_family import MEMBERS, build_real_family
+
+    started = time.perf_counter()
+    manifest = build_real_family(family)
+    assert time.perf_counter() - started < 60  # hashing 4 x 270 MB; nothing trained
+    assert manifest["built"] == [] and list(manifest["sha256"]) == list(MEMBERS)
+    assert len(set(manifest["sha256"].values())) == len(MEMBERS)  # every member differs
+    assert not [p for p in family.iterdir() if p.name.startswith(".")]  # no leftovers
+    for split in ("tasks", "tasks/val"):
+        names = sorted(p.name for p in (family / split).iterdir() if p.suffix in (".jsonl", ".txt"))
+        assert names == ["arith.jsonl", "facts.jsonl", "lexicon.jsonl", "text.txt"], split
+
+
+def test_tailorc_zoo_real_reuses_the_family_and_refuses_strangers(family: Path, tmp_path,
+                                                                   capsys):
+    out = tailorc(capsys, "zoo", "--real", family)
+    assert out.count("cached") == 3 and "tasks:" in out
+    stranger = tmp_path / "mine"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("keep me")
+    for args in (["zoo", "--real", str(stranger)], ["zoo", "--real", "--random", str(family)]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert (stranger / "notes.txt").read_text() == "keep me"
+
+
+def test_finetunes_learn_their_skill_and_keep_the_rest(family: Path):
+    from recipe_compiler.zoo.real_family import FAMILY, score_family
+
+    table = score_family(family, "test")
+    base_row = table["base"]
+    for tune in FAMILY:
+        row = table[tune.name]
+        assert row[tune.name] >= base_row[tune.name] + 15, (tune.name, table)
+        for other in (t.name for t in FAMILY if t.name != tune.name):
+            assert abs(row[other] - base_row[other]) <= 10, (tune.name, other, table)
+        assert row["text"] <= base_row["text"] * 1.10, (tune.name, table)  # English kept

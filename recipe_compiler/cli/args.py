@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--quick", action="store_true", help="a smaller zoo in seconds (for tests)")
     z.add_argument("--random", action="store_true",
                    help="random weights, no training (base, math, code; nothing learned)")
+    z.add_argument("--real", action="store_true",
+                   help="SmolLM2-135M-Instruct and 3 short fine-tunes (facts, lexicon, arith; "
+                        "needs the real extra); cached: a second run reuses what exists")
     z.add_argument("--force", action="store_true", help="replace DIR if it exists")
 
     v = command("evolve", "search a recipe's open slots with a genetic algorithm",
