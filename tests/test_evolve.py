@@ -213,6 +213,7 @@ def test_every_architecture_is_searched_as_it_is_built(arch, arch_family, tmp_pa
     items = [{"context": f"{a} + {b} =", "choices": [f" {a + b}", f" {a * b}", " 7"],
               "gold": 0} for a, b in ((1, 2), (3, 4), (5, 6), (2, 9))]
     gen = [{"prompt": f"say {w}:", "answer": f" {w}"} for w in ("ab", "cd", "xy")]
+    gen.append({"prompt": "say yz: ", "answer": "yz"})  # trailing space: must be decoded
     (tmp_path / "tasks").mkdir()
     for name, rows in (("mc", items), ("gen", gen)):
         (tmp_path / "tasks" / f"{name}.jsonl").write_text(
@@ -230,6 +231,7 @@ def test_every_architecture_is_searched_as_it_is_built(arch, arch_family, tmp_pa
         model = assemble(recipe, p.models)
         slow = evaluate(model, tok, ev.tasks, limit=8)
         assert ev.scores(recipe, 0) == {n: s.primary for n, s in slow.items()}, recipe
+    assert ev.stats.decoded >= 4  # the item teacher forcing cannot judge, in every candidate
 
 
 def test_search_settings_for_memory_and_dtype(space_file):

@@ -19,9 +19,13 @@ Turning the caches off gives identical numbers (tests check it): every path runs
 operations on the same tensors.
 
 Multiple choice is scored by log-likelihood exactly as `recipe_compiler.evaluate` does
-(same tokenisation); generation items are scored by teacher forcing — a greedy decode
-reproduces the answer iff every answer token, and then a stop token, is the argmax — which
-equals greedy exact match when answers have one tokenisation (true of the zoo's tokenizer).
+(same tokenisation). Generation items are scored as `tailorc eval` scores them, greedy exact
+match, but mostly without decoding: one teacher-forced pass gives the argmax after each
+answer prefix, and `evaluate.tokenization.greedy_verdict` reads greedy's verdict off them
+(exact for any tokenizer, BPE included, when the item's tokenisation is aligned). Only the
+items it cannot decide — a prompt whose tokens change when the answer follows, or an
+argmax that leaves the answer's path into text that could still spell it — are decoded
+greedily with the candidate's model.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import torch
 
 from recipe_compiler.evaluate import McItem, Task
 from recipe_compiler.evaluate.loglik import encode_pairs, encode_texts
+from recipe_compiler.evaluate.tokenization import analyse_answer, greedy_verdict
 from recipe_compiler.language.recipe import ClosedOp, Drop, Recipe, Take
 from recipe_compiler.models.index import Models
 from recipe_compiler.search.objective import FAILED_FITNESS, Objective
@@ -62,6 +67,7 @@ class CacheStats:
     act_misses: int = 0  # layer applications run
     score_hits: int = 0
     evaluations: int = 0
+    decoded: int = 0  # generation items scored by greedy decoding (teacher forcing could not)
 
     @property
     def hit_rate(self) -> float:
@@ -80,6 +86,7 @@ class _Batch:
     tokens: torch.Tensor  # (N,) ...this token
     targets: list[list[tuple[int, int]]]  # per item: per option: its [lo, hi) of the N
     golds: list[int]
+    forced: list  # per item: its `ForcedAnswer` (generation items), else None
 
 
 class Evaluator:
@@ -134,19 +141,22 @@ class Evaluator:
         seqs: list[list[int]] = []
         rows: list[int] = []
         positions: list[int] = []
-        targets, golds = [], []
+        targets, golds, forced = [], [], []
         for i in items:
             item = task.items[i]
             if task.kind == "ppl":  # every token after the first predicted
                 ids = encode_texts(tokenizer, [item])[0][:TEXT_TOKENS]
                 pairs = [(ids[:1], ids[1:])]
                 golds.append(0)
+                forced.append(None)
             elif isinstance(item, McItem):
+                forced.append(None)
                 pairs = encode_pairs(tokenizer, [(item.context, c) for c in item.choices])
                 golds.append(item.gold)
             else:
                 pairs = encode_pairs(tokenizer, [(item.prompt, item.answer)])
                 golds.append(0)
+                forced.append(analyse_answer(tokenizer, item.prompt, item.answer))
             item_targets = []
             for ctx, cont in pairs:
                 if task.kind == "gen":
@@ -169,7 +179,7 @@ class Evaluator:
         tokens = ids[rows_t, pos_t + 1]
         dev = self.device
         return _Batch(k, items, ids.to(dev), mask.to(dev), rows_t.to(dev), pos_t.to(dev),
-                      tokens.to(dev), targets, golds)
+                      tokens.to(dev), targets, golds, forced)
 
     # --- forward -----------------------------------------------------------------------
 
@@ -252,6 +262,7 @@ class Evaluator:
         every = self.tasks + self.texts
         right = [0.0] * len(every)  # correct items; for a text, summed log-likelihood
         count = [0] * len(every)  # items; for a text, tokens
+        undecided: dict[int, list[int]] = {}  # generation items only decoding can score
         for b, batch in enumerate(self.batches):
             if batch.items.start >= limit:
                 continue
@@ -264,10 +275,23 @@ class Evaluator:
                 right[batch.task] += sum(picked)
                 count[batch.task] += len(picked)
                 continue
-            greedy = (logprobs.argmax(-1) == batch.tokens).tolist()  # (N,)
-            for item_targets, gold in zip(batch.targets, batch.golds):
-                right[batch.task] += _correct(picked, greedy, item_targets, gold)
+            argmax = logprobs.argmax(-1).tolist()  # (N,)
+            for i, item_targets, gold, fa in zip(batch.items, batch.targets, batch.golds,
+                                                 batch.forced):
                 count[batch.task] += 1
+                if fa is None:
+                    right[batch.task] += _chosen(picked, item_targets) == gold
+                    continue
+                lo, hi = item_targets[0]
+                verdict = greedy_verdict(self.tokenizer, fa, argmax[lo:hi],
+                                         answer=every[batch.task].items[i].answer,
+                                         max_new_tokens=len(fa.answer) + 1)
+                if verdict is None:
+                    undecided.setdefault(batch.task, []).append(i)
+                else:
+                    right[batch.task] += verdict
+        for k, items in undecided.items():  # greedy decoding tells
+            right[k] += self._decode_matches(recipe, every[k], items, limit)
         result = {t.name: right[k] / max(count[k], 1) for k, t in enumerate(self.tasks)}
         for k, t in enumerate(self.texts, start=len(self.tasks)):  # perplexity
             result[t.name] = math.exp(-right[k] / max(count[k], 1))
@@ -275,18 +299,29 @@ class Evaluator:
             self._scores[key] = result
         return result
 
+    @torch.no_grad()
+    def _decode_matches(self, recipe: Recipe, task: Task, items: list[int], limit: int) -> int:
+        """Greedy exact matches among `items`, decoded as `tailorc eval` decodes (its token
+        budget for the task's first `limit` items), with the candidate's own model."""
+        from recipe_compiler.evaluate.generate import greedy_generate
+        from recipe_compiler.evaluate.scoring import default_max_new_tokens
+
+        self.stats.decoded += len(items)
+        budget = default_max_new_tokens(self.tokenizer,
+                                        [it.answer for it in task.items[:limit]])
+        with self.stack.as_model(self.layer_plan(recipe)) as model:
+            texts = greedy_generate(model, self.tokenizer, [task.items[i].prompt for i in items],
+                                    max_new_tokens=budget, device=self.device)
+        return sum(t.strip() == task.items[i].answer.strip() for t, i in zip(texts, items))
+
     def fitness(self, scores: dict[str, float]) -> float:
         return self.objective(scores)
 
 
-def _correct(picked: list[float], greedy: list[bool], targets: list[tuple[int, int]],
-             gold: int) -> int:
-    if len(targets) > 1:  # multiple choice: the gold continuation has the highest loglik
-        lls = [sum(picked[lo:hi]) for lo, hi in targets]
-        best = max(range(len(lls)), key=lambda i: (lls[i], -i))
-        return int(best == gold)
-    lo, hi = targets[0]  # generation: every target token is the argmax
-    return int(all(greedy[lo:hi]))
+def _chosen(picked: list[float], targets: list[tuple[int, int]]) -> int:
+    """Multiple choice: the option whose continuation has the highest log-likelihood."""
+    lls = [sum(picked[lo:hi]) for lo, hi in targets]
+    return max(range(len(lls)), key=lambda i: (lls[i], -i))
 
 
 def _stop_ids(tokenizer) -> tuple[int, ...]:

@@ -96,6 +96,9 @@ class Stack:
         with torch.device(self.store.device):
             model = AutoModelForCausalLM.from_config(config, dtype=self.store.dtype)
         model.eval()
+        # No KV cache: a slot's template keeps its source layer's index, which a cache
+        # sized for the candidate's layer count would not have.
+        model.config.use_cache = False
         _set_layers(model, self.arch, torch.nn.ModuleList())
         rename = hf_renamer(model)
         stored = self.store.tensors(self.base.name, list(self.base.non_layer()))
