@@ -53,6 +53,7 @@ def one(recipe: Path, a: argparse.Namespace) -> dict:
     import torch
 
     from recipe_compiler.language.printer import format_recipe
+    from recipe_compiler.language.recipe import Take
     from recipe_compiler.search import make_evaluator, prepare
     from recipe_compiler.search.genome import decode, random_genome
 
@@ -67,6 +68,11 @@ def one(recipe: Path, a: argparse.Namespace) -> dict:
     scores = [ev.scores(r, 0) for r in recipes]
     scoring = time.perf_counter() - start
     best = max(range(len(recipes)), key=lambda i: ev.fitness(scores[i]))
+    base = p.models["base"]
+    start = time.perf_counter()
+    for i in range(min(8, base.num_layers)):  # read + convert, cold in the store
+        ev.store._make(Take("base"), i)
+    read_s = (time.perf_counter() - start) / min(8, base.num_layers)
     (recipe.parent / f"best-{recipe.stem}.tr").write_text(format_recipe(recipes[best]))
     gpu = torch.cuda.max_memory_allocated() if a.device.startswith("cuda") else 0
     return {"setup_s": setup, "per_candidate_s": scoring / len(recipes),
@@ -74,6 +80,12 @@ def one(recipe: Path, a: argparse.Namespace) -> dict:
             "peak_gpu": gpu, "budget": ev.store.cache.budget,
             "kept_peak": ev.store.cache.peak, "layers_read": ev.store.stats.layers_read,
             "layers_merged": ev.store.stats.layers_merged, "best_scores": scores[best],
+            "layer_params": base.layer_param_count(0), "layers": base.num_layers,
+            "read_s_per_layer": read_s, "layer_tokens": ev.stack.layer_tokens,
+            "s_per_layer_token": scoring / max(1, ev.stack.layer_tokens),
+            "layers_run": ev.stack.layers_run,
+            "stored_bytes_per_param": next(iter(base.layer(0).values())).nbytes
+            / max(1, next(iter(base.layer(0).values())).numel),
             "best": str(recipe.parent / f"best-{recipe.stem}.tr")}
 
 
@@ -103,6 +115,64 @@ def check_against_eval(result: dict, family: Path, work: Path, a: argparse.Names
     return {"search": result["best_scores"], "eval": evaluated, "equal": same}
 
 
+# Llama-2-7B's shapes: 32 layers of hidden 4096, MLP 11008; vocabulary 32000, untied head.
+L7B = {"layers": 32, "layer_params": 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096,
+       "other_params": 2 * 32000 * 4096 + 4096}
+
+
+def projection(r: dict, a: argparse.Namespace) -> str:
+    """Memory and time for a base + 4 fine-tunes of a 7B Llama, scaled from this run's
+    measured per-layer costs by the ratio of layer sizes (same items, same token counts)."""
+    ratio = L7B["layer_params"] / r["layer_params"]
+    layer_gb = L7B["layer_params"] * 2 / 1e9  # bf16
+    kept = L7B["layers"] - L7B["layers"] // 4
+    tokens = r["layer_tokens"] / max(1, r["layers_run"]) * kept  # one candidate, all layers
+    cpu_s = r["s_per_layer_token"] * ratio * tokens
+    gpu_s = tokens * 2 * L7B["layer_params"] / (a.gpu_tflops * 1e12)
+    stored_gb = r["layer_params"] * r["stored_bytes_per_param"] / 1e9
+    read_gbs = stored_gb / r["read_s_per_layer"]
+    shell_gb = L7B["other_params"] * 2 / 1e9
+    budget_gb = 24 * 0.8 - shell_gb
+    merge_gb = 5 * L7B["layer_params"] * 4 / 1e9
+    all_layers = 5 * L7B["layers"]
+    return "\n".join([
+        f"| quantity (7B Llama, base + 4 fine-tunes, {L7B['layers']} -> {kept} layers) | value "
+        "| from |", "|---|---:|---|",
+        f"| one layer, bf16 | {layer_gb:.2f} GB | 202M parameters |",
+        f"| all source layers (5 models) | {all_layers * layer_gb:.0f} GB | what loading every "
+        "model whole needs |",
+        f"| embeddings + head + norm, bf16 | {shell_gb:.2f} GB | kept outside the budget |",
+        f"| one candidate's layers | {kept * layer_gb:.1f} GB | the working set |",
+        f"| budget on one 24 GB GPU (80% of free) | {budget_gb:.1f} GB | "
+        f"{budget_gb / layer_gb:.0f} layers: a candidate plus {budget_gb / layer_gb - kept:.0f} "
+        "shared |",
+        f"| transient float32 inputs of a 5-model merge | {merge_gb:.1f} GB | within the "
+        "budget's head-room |",
+        f"| reading a layer (measured here: {read_gbs:.2f} GB/s incl. conversion) | "
+        f"{layer_gb / read_gbs:.2f} s | each layer not in the budget, once per candidate at "
+        "worst |",
+        f"| CPU, 2 cores: one candidate | {cpu_s / 60:.0f} min | measured "
+        f"{r['s_per_layer_token'] * 1e6:.1f} us per layer-token x {ratio:.0f} (layer size) x "
+        f"{tokens:,.0f} layer-tokens |",
+        f"| GPU: one candidate's compute | {gpu_s:.2f} s | assumed {a.gpu_tflops:.0f} TFLOP/s "
+        "effective bf16 (not measured: no GPU here) |",
+        "| Ray, N such GPUs | ~1/N of the above per generation | one evaluator and budget "
+        "per GPU; candidates routed by layer prefix |",
+    ])
+
+
+def write_scaling(text: str, a: argparse.Namespace) -> None:
+    path = ROOT / "docs" / "scaling.md"
+    doc = path.read_text()
+    begin, end = "<!-- real-scale:begin -->", "<!-- real-scale:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc:
+        doc = doc.split(begin)[0] + block + doc.split(end)[1]
+    else:
+        doc += "\n## Memory and time at 7B\n\n" + block + "\n"
+    path.write_text(doc)
+
+
 def mb(n: float) -> str:
     return f"{n / 2**20:,.0f} MB"
 
@@ -117,6 +187,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fine-tunes", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--gpu-tflops", type=float, default=50.0,
+                    help="effective bf16 TFLOP/s assumed for the GPU projection")
+    ap.add_argument("--write-docs", action="store_true",
+                    help="write the tables into docs/scaling.md")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child is not None:
@@ -145,10 +219,24 @@ def main() -> None:
         peaks = [r["peak_rss"] for r in rows.values()]
         print(f"\npeak RSS spread over {', '.join(map(str, rows))} fine-tunes: "
               f"{100 * (max(peaks) / min(peaks) - 1):.1f}%")
+    lines = [f"Measured with `python bench/real.py --family FAMILY --write-docs` on "
+             f"{a.family.name} ({a.device}, {a.dtype}, budget {a.max_memory}, {a.candidates} "
+             f"candidates x {a.limit} items per task, {a.threads} threads):", "",
+             "| fine-tunes | setup | s / candidate | peak RSS | kept (peak) | layers read | "
+             "layers merged |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, r in rows.items():
+        lines.append(f"| {n} | {r['setup_s']:.1f} s | {r['per_candidate_s']:.2f} | "
+                     f"{mb(r['peak_rss'])} | {mb(r['kept_peak'])} | {r['layers_read']} | "
+                     f"{r['layers_merged']} |")
     if agree is not None:
         verdict = "equal" if agree["equal"] else "DIFFERENT"
-        print(f"best candidate (2 fine-tunes): search fitness scores {agree['search']}; "
-              f"`tailorc eval` of the built checkpoint {agree['eval']}: {verdict}")
+        lines += ["", f"Best candidate (2 fine-tunes): search scores {agree['search']}; "
+                  f"`tailorc eval` of its build {agree['eval']}: {verdict}."]
+    if 2 in rows:
+        lines += ["", projection(rows[2], a)]
+    print("\n".join(lines))
+    if a.write_docs:
+        write_scaling("\n".join(lines), a)
 
 
 if __name__ == "__main__":

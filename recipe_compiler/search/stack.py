@@ -73,6 +73,7 @@ class Stack:
         self.slots: list[_Slot] = []
         self._run: _Run | None = None
         self.layers_run = 0  # decoder layers actually run, over the stack's life
+        self.layer_tokens = 0  # and the tokens they ran on, summed
 
     # --- construction --------------------------------------------------------------------
 
@@ -194,6 +195,7 @@ class Stack:
         out = torch.func.functional_call(template, params, (h, *args), kwargs)
         h = out[0] if isinstance(out, tuple) else out
         self.layers_run += 1
+        self.layer_tokens += h.shape[0] * h.shape[1]
         if run.cache_key is not None and run.keep:
             self.store.keep_activation(run.cache_key(index + 1), h)
         return h
