@@ -83,7 +83,7 @@ def one(recipe: Path, a: argparse.Namespace) -> dict:
             "layer_params": base.layer_param_count(0), "layers": base.num_layers,
             "read_s_per_layer": read_s, "layer_tokens": ev.stack.layer_tokens,
             "s_per_layer_token": scoring / max(1, ev.stack.layer_tokens),
-            "layers_run": ev.stack.layers_run,
+            "layers_run": ev.stack.layers_run, "kept": p.space.target_kept,
             "stored_bytes_per_param": next(iter(base.layer(0).values())).nbytes
             / max(1, next(iter(base.layer(0).values())).numel),
             "best": str(recipe.parent / f"best-{recipe.stem}.tr")}
@@ -126,7 +126,8 @@ def projection(r: dict, a: argparse.Namespace) -> str:
     ratio = L7B["layer_params"] / r["layer_params"]
     layer_gb = L7B["layer_params"] * 2 / 1e9  # bf16
     kept = L7B["layers"] - L7B["layers"] // 4
-    tokens = r["layer_tokens"] / max(1, r["layers_run"]) * kept  # one candidate, all layers
+    # layer-tokens one candidate runs here (cache hits included), scaled to 24 kept layers
+    tokens = r["layer_tokens"] / a.candidates * kept / r["kept"]
     cpu_s = r["s_per_layer_token"] * ratio * tokens
     gpu_s = tokens * 2 * L7B["layer_params"] / (a.gpu_tflops * 1e12)
     stored_gb = r["layer_params"] * r["stored_bytes_per_param"] / 1e9
