@@ -115,3 +115,19 @@ def test_merged_warm_start_is_the_merge_of_every_candidate_then_pruned(space):
     first = search.initial_population()[0]
     assert list(first) == list(g)
     assert random_genome(space.space, random.Random(1)) != list(g)
+
+
+def test_local_search_without_final_items(tmp_path, quick_zoo):
+    """No final_limit: the climb's winner keeps the search's own scores as its final ones."""
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\nlocal_search = 6')
+    p = prepare(path, {})
+    ev = make_evaluator(p)
+
+    def score(recipes, rung):
+        return [ev.scores(r, rung) for r in recipes]
+
+    search = Search(p.space, score, ev.fitness, warm=[{9, 10, 11}])
+    pop, hof = search.run()
+    best, final_scores = finish(search, pop, hof, score)
+    assert final_scores == best.scores

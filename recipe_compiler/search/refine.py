@@ -61,7 +61,7 @@ def finish(search, pop: list, hof, score: ScoreMap) -> tuple[object, dict[str, f
     best = _rescore(search, _finalists(pop + list(hof.items), s.finalists), score, final)
     if s.local_search > 0:
         best = _local_search(search, best, s.local_search)
-        best = _rescore(search, [best], score, final) if final >= len(rungs(s)) else best
+        best = _rescore(search, [best], score, final)  # its final scores, re-used if cached
     return best, dict(best.final_scores)
 
 
