@@ -322,7 +322,10 @@ def write_docs(table: str, args, has_curve: bool, raw: dict) -> None:
              f"search: population {args.population}, {args.generations} generations, seeds "
              f"{seeds}; pruners calibrated on {raw['samples']} validation items per skill; "
              f"test split; the whole run took {raw['seconds']:.0f} s on one thread; raw results "
-             f"in `docs/results.json`).\n\n{table}\n"
+             f"in `docs/results.json`"
+             + ("; the rows without a seed were measured by an earlier run of this script on "
+                "the same zoo and reused with `--reuse`" if raw.get("reused") else "")
+             + f").\n\n{table}\n"
              + ("\n![curve](results_curve.png)\n" if has_curve else "") + end)
     if begin in text:
         text = text.split(begin)[0] + block + text.split(end)[1]
@@ -475,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
 
     zoo_sha = next(h for n, _, _, h in load_manifest(b.zoo).models if n == "base")
     raw = {"zoo": str(b.zoo), "base_sha256": zoo_sha, "remove": args.remove,
+           "reused": args.reuse is not None,
            "seeds": args.seeds, "search": b.search, "limit": args.limit,
            "samples": args.samples, "seconds": round(time.perf_counter() - started, 1),
            "rows": runs, "curve": curve}
