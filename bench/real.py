@@ -156,7 +156,7 @@ def projection(r: dict, a: argparse.Namespace) -> str:
         f"{r['s_per_layer_token'] * 1e6:.1f} us per layer-token x {ratio:.0f} (layer size) x "
         f"{tokens:,.0f} layer-tokens |",
         f"| GPU: one candidate's compute | {gpu_s:.2f} s | assumed {a.gpu_tflops:.0f} TFLOP/s "
-        "effective bf16 (not measured: no GPU here) |",
+        "effective bf16 (assumed: the H200 check in this page ran a smaller family) |",
         "| Ray, N such GPUs | ~1/N of the above per generation | one evaluator and budget "
         "per GPU; candidates routed by layer prefix |",
     ])
