@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recipe_compiler.compiler.plan import (
-    Combine,
-    Convert,
     Copy,
     Plan,
     Read,
@@ -145,8 +143,7 @@ def compute(task: Task, inputs: _Inputs, held: dict[Read, torch.Tensor],
 
 def _compute_whole(task: Task, held: dict[Read, torch.Tensor], fresh: list[Read],
                    device: torch.device, warnings: _Warnings | None) -> torch.Tensor:
-
-    from recipe_compiler.execute.merge import combine
+    from recipe_compiler.execute.merge import float_result
 
     floats: dict[Read, torch.Tensor] = {}
 
@@ -158,16 +155,7 @@ def _compute_whole(task: Task, held: dict[Read, torch.Tensor], fresh: list[Read]
                 warnings.read(r, count_nonfinite_tensor(x) if maybe_nonfinite(x) else 0)
         return floats[r]
 
-    expr = task.expr
-    if isinstance(expr, Convert):
-        y = value(expr.src)
-        if expr.scale is not None:
-            y = y * expr.scale
-    else:
-        assert isinstance(expr, Combine)
-        xs = [value(r) for r in expr.inputs]
-        y = combine(expr, xs, value(expr.base) if expr.base is not None else None)
-    out = y.to(torch_dtypes()[task.out.dtype]).cpu()
+    out = float_result(task.expr, value).to(torch_dtypes()[task.out.dtype]).cpu()
     if warnings is not None:
         _check_output(task, out, maybe_nonfinite(out), warnings)
     return out

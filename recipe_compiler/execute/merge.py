@@ -11,10 +11,11 @@ distribution, see docs/methods.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from recipe_compiler import methods
-from recipe_compiler.compiler.plan import Combine
+from recipe_compiler.compiler.plan import Combine, Convert, Read
 
 if TYPE_CHECKING:
     import torch
@@ -27,3 +28,13 @@ def combine(expr: Combine, xs: list[torch.Tensor], base: torch.Tensor | None) ->
     params = {"weights": expr.weights, "key": expr.key, **dict(expr.params)}
     out = method.formula(xs, base, params)
     return out * expr.scale if expr.scale is not None else out
+
+
+def float_result(expr: Convert | Combine, value: Callable[[Read], torch.Tensor]) -> torch.Tensor:
+    """The float32 result of a cast or a merge, its inputs (then the base's) given by `value`
+    as float32: what both the build's executor and the search's layer store compute."""
+    if isinstance(expr, Convert):
+        y = value(expr.src)
+        return y * expr.scale if expr.scale is not None else y
+    xs = [value(r) for r in expr.inputs]
+    return combine(expr, xs, value(expr.base) if expr.base is not None else None)

@@ -31,16 +31,14 @@ from dataclasses import dataclass
 
 import torch
 
-from recipe_compiler.compiler.plan import Combine, Convert, Copy, Read
+from recipe_compiler.compiler.plan import Convert, Copy, Read
 from recipe_compiler.compiler.plan import _dtype_for as output_dtype
 from recipe_compiler.compiler.plan import _layer_expr as layer_expr
-from recipe_compiler.execute.merge import combine
+from recipe_compiler.execute import torch_dtypes
+from recipe_compiler.execute.merge import float_result
 from recipe_compiler.language.recipe import ClosedOp, Merge, Take
 from recipe_compiler.models.index import Models
 
-TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
-                "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
-                "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 RECIPE_TO_SAFETENSORS = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
 
@@ -131,9 +129,8 @@ class LayerStore:
         base = self.base
         exprs = {}
         for suffix, ref in base.layer(src).items():
-            exprs[suffix] = (layer_expr(op, suffix, src, self.models, base,
-                                        output_dtype(ref, self.recipe_dtype)),
-                             output_dtype(ref, self.recipe_dtype))
+            dtype = output_dtype(ref, self.recipe_dtype)
+            exprs[suffix] = (layer_expr(op, suffix, src, self.models, base, dtype), dtype)
         reads = [r for expr, _ in exprs.values() for r in _reads(expr)]
         values = self._read(reads)
         if isinstance(op, Take) and op.scale in (None, 1.0):
@@ -147,15 +144,7 @@ class LayerStore:
         """One output tensor as the build writes it (in `dtype`), on the compute device."""
         if isinstance(expr, Copy):
             return values[expr.src]
-        if isinstance(expr, Convert):
-            out = values[expr.src].float()
-            if expr.scale is not None:
-                out = out * expr.scale
-        else:
-            assert isinstance(expr, Combine)
-            base = values[expr.base].float() if expr.base is not None else None
-            out = combine(expr, [values[r].float() for r in expr.inputs], base)
-        return out.to(TORCH_DTYPES[dtype])
+        return float_result(expr, lambda r: values[r].float()).to(torch_dtypes()[dtype])
 
     def _read(self, reads: list[Read]) -> dict[Read, torch.Tensor]:
         """Tensors as stored, on the compute device; each file opened once, then closed."""
