@@ -149,9 +149,9 @@ def _score_mc(
         # Normalised as lm-eval does: by the choice's length in characters, or in UTF-8 bytes.
         chars = [ll / len(c) for ll, c in zip(item_lls, item.choices, strict=True)]
         nbytes = [ll / len(c.encode("utf-8")) for ll, c in zip(item_lls, item.choices, strict=True)]
-        hits["acc"] += _argmax(item_lls) == item.gold
-        hits["acc_norm"] += _argmax(chars) == item.gold
-        hits["acc_bytes"] += _argmax(nbytes) == item.gold
+        hits["acc"] += argmax(item_lls) == item.gold
+        hits["acc_norm"] += argmax(chars) == item.gold
+        hits["acc_bytes"] += argmax(nbytes) == item.gold
     return {name: count / len(items) for name, count in hits.items()}
 
 
@@ -201,7 +201,7 @@ def _score_ppl(model: Any, tokenizer: Any, task: Task, opts: _Options) -> TaskSc
     )
 
 
-def _argmax(values: Sequence[float]) -> int:
+def argmax(values: Sequence[float]) -> int:
     """Index of the largest value; the first one on ties, as ``numpy.argmax``."""
     return max(range(len(values)), key=values.__getitem__)
 

@@ -39,6 +39,7 @@ import torch
 
 from recipe_compiler.evaluate import McItem, Task
 from recipe_compiler.evaluate.loglik import encode_pairs, encode_texts
+from recipe_compiler.evaluate.scoring import argmax
 from recipe_compiler.evaluate.tokenization import analyse_answer, greedy_verdict
 from recipe_compiler.language.recipe import ClosedOp, Drop, Recipe, Take
 from recipe_compiler.models.index import Models
@@ -49,8 +50,6 @@ from recipe_compiler.search.store import LayerStore, default_budget
 __all__ = ["FAILED_FITNESS", "CacheStats", "Evaluator"]
 
 TEXT_TOKENS = 128  # a text task's line is scored on at most this many tokens
-COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
-                  "float16": torch.float16}
 
 log = logging.getLogger("recipe_compiler")
 
@@ -103,7 +102,7 @@ class Evaluator:
         self.dtype = dtype
         budget = max_memory or default_budget(self.device)
         self.store = LayerStore(models, self.base_name, device=self.device,
-                                dtype=COMPUTE_DTYPES[dtype], budget=budget,
+                                dtype=getattr(torch, dtype), budget=budget,
                                 recipe_dtype=recipe.dtype)
         self.stack = Stack(models, self.base_name, self.store)
         self.tasks = [t for t in tasks if t.kind in ("mc", "gen")]
@@ -204,16 +203,13 @@ class Evaluator:
             prefix = (prefix, key)
             prefixes.append(prefix)
         cache_key = (lambda k: (batch_index, prefixes[k - 1])) if self.caches else None
-        run_before = self._ran()
+        run_before = self.stack.layers_run
         h = self.stack.hidden(plan, batch.ids, batch.mask, cache_key=cache_key,
                               keep=self.caches)
-        ran = self._ran() - run_before
+        ran = self.stack.layers_run - run_before
         self.stats.act_misses += ran
         self.stats.act_hits += len(plan) - ran
         return h
-
-    def _ran(self) -> int:
-        return self.stack.layers_run
 
     @torch.no_grad()
     def batch_logprobs(self, recipe: Recipe, batch_index: int) -> torch.Tensor:
@@ -275,15 +271,16 @@ class Evaluator:
                 right[batch.task] += sum(picked)
                 count[batch.task] += len(picked)
                 continue
-            argmax = logprobs.argmax(-1).tolist()  # (N,)
+            best = logprobs.argmax(-1).tolist()  # (N,) the argmax token at each position
             for i, item_targets, gold, fa in zip(batch.items, batch.targets, batch.golds,
                                                  batch.forced):
                 count[batch.task] += 1
-                if fa is None:
-                    right[batch.task] += _chosen(picked, item_targets) == gold
+                if fa is None:  # multiple choice: the most likely continuation, as eval
+                    lls = [sum(picked[lo:hi]) for lo, hi in item_targets]
+                    right[batch.task] += argmax(lls) == gold
                     continue
                 lo, hi = item_targets[0]
-                verdict = greedy_verdict(self.tokenizer, fa, argmax[lo:hi],
+                verdict = greedy_verdict(self.tokenizer, fa, best[lo:hi],
                                          answer=every[batch.task].items[i].answer,
                                          max_new_tokens=len(fa.answer) + 1)
                 if verdict is None:
@@ -316,12 +313,6 @@ class Evaluator:
 
     def fitness(self, scores: dict[str, float]) -> float:
         return self.objective(scores)
-
-
-def _chosen(picked: list[float], targets: list[tuple[int, int]]) -> int:
-    """Multiple choice: the option whose continuation has the highest log-likelihood."""
-    lls = [sum(picked[lo:hi]) for lo, hi in targets]
-    return max(range(len(lls)), key=lambda i: (lls[i], -i))
 
 
 def _stop_ids(tokenizer) -> tuple[int, ...]:

@@ -256,12 +256,7 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
             if v is not None:
                 values[key] = float(v)
     elif key == "fitness":
-        v = s.value.id if isinstance(s.value, Name) else s.value
-        if v in FITNESS:
-            values[key] = v
-        else:
-            diags.append(error(f"search setting 'fitness' must be {_either(FITNESS)}",
-                               s.value_span))
+        _choice(s, FITNESS, _either(FITNESS), values, diags)
     elif key in ("warm_start", "crossover", "mutation", "ppl_weight"):
         v = _number(s, diags, low=0)
         if v is not None:
@@ -278,12 +273,7 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
         elif (pair := _pair(s, diags)) is not None:
             values[key] = pair
     elif key == "dtype":
-        v = s.value.id if isinstance(s.value, Name) else s.value
-        if v in DTYPES:
-            values[key] = v
-        else:
-            diags.append(error(f"search setting 'dtype' must be one of {_either(DTYPES)}",
-                               s.value_span))
+        _choice(s, DTYPES, f"one of {_either(DTYPES)}", values, diags)
     elif key == "max_memory":
         try:
             values[key] = parse_size(s.value if not isinstance(s.value, Name) else s.value.id)
@@ -293,6 +283,16 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
         values[key] = tuple(float(x) for x in s.value) if isinstance(s.value, tuple) else ()
     else:  # tasks, methods, objectives
         values[key] = _strings(s)
+
+
+def _choice(s: Setting, allowed: tuple[str, ...], wanted: str, values: dict,
+            diags: list[Diagnostic]) -> None:
+    """A setting that names one of `allowed`, bare (`float32`) or quoted."""
+    v = s.value.id if isinstance(s.value, Name) else s.value
+    if v in allowed:
+        values[s.key] = v
+    else:
+        diags.append(error(f"search setting '{s.key}' must be {wanted}", s.value_span))
 
 
 def _span_of(recipe: Recipe, *keys: str):
