@@ -198,10 +198,10 @@ def lower(recipe: Recipe, models: Models, *, shard_size: int = DEFAULT_SHARD_SIZ
         src_layer = sp.sources[0][1]
         for suffix, ref in base.layer(0).items():
             name = base.arch.layer_tensor(sp.out_layer, suffix)
-            dtype = _dtype_for(ref, out_dtype)
+            dtype = output_dtype(ref, out_dtype)
             if isinstance(op, Merge):
                 op = resolve(ops[sp.slot][0], t, base.arch.group_of(suffix))
-            exprs[name] = (_layer_expr(op, suffix, src_layer, models, base, dtype), dtype)
+            exprs[name] = (layer_expr(op, suffix, src_layer, models, base, dtype), dtype)
     outputs = _layout(exprs, shard_size)
     tasks = _order(outputs, {n: e for n, (e, _) in exprs.items()}, recipe)
     shards = _shards(outputs)
@@ -237,7 +237,7 @@ def _part_exprs(recipe: Recipe, models: Models, base: ModelInfo,
     for name in names:
         ref = part_tensor(base, name)
         assert ref is not None  # a non-layer tensor, or the tied head's embedding
-        dtype = _dtype_for(ref, out_dtype)
+        dtype = output_dtype(ref, out_dtype)
         part = base.arch.part_of(name)
         op = recipe.part(part) if part is not None else None
         if op is None:
@@ -255,7 +255,7 @@ def _part_exprs(recipe: Recipe, models: Models, base: ModelInfo,
     return exprs
 
 
-def _dtype_for(ref: TensorInfo, out_dtype: str | None) -> str:
+def output_dtype(ref: TensorInfo, out_dtype: str | None) -> str:
     """Floating tensors take the recipe's dtype; others (and all, by default) keep the base's."""
     return out_dtype if (out_dtype and ref.dtype in FLOAT_DTYPES) else ref.dtype
 
@@ -267,8 +267,10 @@ def _single(model: str, t: TensorInfo, dtype: str, scale: float | None) -> Expr:
     return Convert(read, scale)
 
 
-def _layer_expr(op: Take | Merge, suffix: str, layer: int, models: Models, base: ModelInfo,
-                dtype: str) -> Expr:
+def layer_expr(op: Take | Merge, suffix: str, layer: int, models: Models, base: ModelInfo,
+               dtype: str) -> Expr:
+    """How one layer tensor of `op` at source `layer` is made: by `build`, and by the
+    search's layer store (search/store.py), so both make the same tensors."""
     scale = op.scale if op.scale is not None and base.arch.is_scaled(suffix) else None
     if isinstance(op, Take):
         return _single(op.model, models[op.model].layer(layer)[suffix], dtype, scale)

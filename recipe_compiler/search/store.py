@@ -31,9 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recipe_compiler.compiler.plan import Convert, Copy, Read
-from recipe_compiler.compiler.plan import _dtype_for as output_dtype
-from recipe_compiler.compiler.plan import _layer_expr as layer_expr
+from recipe_compiler.compiler.plan import Convert, Copy, Read, layer_expr, output_dtype
 from recipe_compiler.execute import torch_dtypes
 from recipe_compiler.execute.merge import float_result
 from recipe_compiler.language.recipe import ClosedOp, Merge, Take
