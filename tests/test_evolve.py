@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from recipe_compiler.compiler.check import check
 from recipe_compiler.compiler.plan import lower
@@ -93,6 +94,31 @@ def test_cached_and_uncached_fitness_are_identical(space_file):
             assert cached.scores(r, rung) == plain.scores(r, rung)
     assert cached.stats.act_hits > 0 and cached.stats.score_hits > 0
     assert plain.stats.act_hits == 0
+
+
+def test_shared_contexts_score_what_separate_rows_score(space_file):
+    """A multiple-choice item is one row (its context once, each choice a branch) and short
+    items are packed side by side: fewer, fuller rows, the same log-likelihoods."""
+    p = prepare(space_file, {"ppl_weight": 0.5})
+    shared = make_evaluator(p)
+    plain = make_evaluator(p, share_contexts=False)
+    assert shared.share_contexts and not plain.share_contexts
+    cells = [sum(b.ids.numel() for b in ev.batches) for ev in (shared, plain)]
+    assert cells[0] < 0.85 * cells[1], cells
+    assert any(b.mask.dim() == 4 for b in shared.batches)
+    assert all(b.mask.dim() == 2 for b in plain.batches)
+    rng = random.Random(3)
+    for _ in range(3):
+        r = decode(p.space, random_genome(p.space, rng))
+        for b, (one, two) in enumerate(zip(shared.batches, plain.batches)):
+            assert one.targets == two.targets and torch.equal(one.tokens, two.tokens)
+            torch.testing.assert_close(shared.batch_logprobs(r, b).gather(-1, one.tokens[:, None]),
+                                       plain.batch_logprobs(r, b).gather(-1, two.tokens[:, None]),
+                                       rtol=0, atol=2e-5)
+        one, two = shared.scores(r, 1), plain.scores(r, 1)
+        assert {t: v for t, v in one.items() if t != "text"} == {
+            t: v for t, v in two.items() if t != "text"}
+        assert one["text"] == pytest.approx(two["text"], rel=1e-6)
 
 
 def test_fast_fitness_matches_the_evaluator(space_file):

@@ -14,9 +14,14 @@ transformers' own masks and positions. What makes a population cheap:
   layer definitions, so they are kept by that prefix (per batch) in the same budget, and
   candidates sharing a prefix skip its layers;
 - scores: a candidate seen before is not evaluated again;
-- the output head runs only at the positions that are scored, not over the whole batch.
-Turning the caches off gives identical numbers (tests check it): every path runs the same
-operations on the same tensors.
+- the output head runs only at the positions that are scored, not over the whole batch;
+- contexts: a multiple-choice item is one row, its context once and each choice after it as
+  a branch that sees the context and itself only (a 4-D attention mask, and each choice's
+  positions continuing from the context's end), so four choices cost one context, not four.
+Turning the caches off gives the same scores (tests check it): the layer, activation and
+score caches run the same operations on the same tensors; shared contexts change the shapes
+of the sums, so log-likelihoods agree to float rounding (an exact tie between two choices
+could in principle break the other way).
 
 Multiple choice is scored by log-likelihood exactly as `recipe_compiler.evaluate` does
 (same tokenisation). Generation items are scored as `tailorc eval` scores them, greedy exact
@@ -79,7 +84,8 @@ class _Batch:
     task: int  # index into the task list
     items: range  # which items of the task it scores
     ids: torch.Tensor  # (B, T) right-padded
-    mask: torch.Tensor  # (B, T) 1 for real tokens
+    mask: torch.Tensor  # (B, T) 1 for real tokens, or (B, 1, T, T) additive when branched
+    position_ids: torch.Tensor | None  # (B, T) when some row holds branches, else None
     rows: torch.Tensor  # (N,) batch row of each scored position
     positions: torch.Tensor  # (N,) position whose output predicts...
     tokens: torch.Tensor  # (N,) ...this token
@@ -95,8 +101,12 @@ class Evaluator:
                  weights: tuple[float, ...] = (), device: str = "cpu",
                  dtype: str = "float32", batch_size: int = 32, rungs: tuple[int, ...] = (100,),
                  max_memory: int | None = None, caches: bool = True,
-                 objective: Objective | None = None, texts: bool = False):
+                 objective: Objective | None = None, texts: bool = False,
+                 share_contexts: bool | None = None):
         self.recipe, self.models, self.device = recipe, models, torch.device(device)
+        # One row per multiple-choice item (see the module docstring); off with the caches
+        # unless asked, so that "caches off" is the plain row-per-choice evaluation.
+        self.share_contexts = caches if share_contexts is None else share_contexts
         self.base_name = recipe.base_name or ""
         self.arch = models[self.base_name].arch
         self.dtype = dtype
@@ -137,10 +147,9 @@ class Evaluator:
         return batches
 
     def _batch(self, k: int, task: Task, items: range, tokenizer, stop_ids) -> _Batch:
-        seqs: list[list[int]] = []
-        rows: list[int] = []
-        positions: list[int] = []
-        targets, golds, forced = [], [], []
+        units: list[_Unit] = []
+        owned: list[range] = []  # per item: its units
+        golds, forced = [], []
         for i in items:
             item = task.items[i]
             if task.kind == "ppl":  # every token after the first predicted
@@ -156,29 +165,75 @@ class Evaluator:
                 pairs = encode_pairs(tokenizer, [(item.prompt, item.answer)])
                 golds.append(0)
                 forced.append(analyse_answer(tokenizer, item.prompt, item.answer))
-            item_targets = []
-            for ctx, cont in pairs:
-                if task.kind == "gen":
-                    cont = cont + (stop_ids[0],)
-                full = list(ctx + cont)
-                lo = len(rows)
-                for pos in range(len(ctx), len(full)):
-                    rows.append(len(seqs))
-                    positions.append(pos - 1)
-                item_targets.append((lo, len(rows)))
-                seqs.append(full)
+            if task.kind == "gen":
+                pairs = [(ctx, cont + (stop_ids[0],)) for ctx, cont in pairs]
+            shared = len({ctx for ctx, _ in pairs}) == 1 and pairs[0][0]
+            first = len(units)
+            if self.share_contexts and shared:
+                units.append(_Unit.branched(pairs))
+            else:
+                units += [_Unit.branched([pair]) for pair in pairs]
+            owned.append(range(first, len(units)))
+        # Rows: one unit each, or, sharing, units packed side by side up to the widest one
+        # (first fit, longest first), each seeing only itself.
+        width = max(len(u.tokens) for u in units)
+        if self.share_contexts:
+            order = sorted(range(len(units)), key=lambda u: -len(units[u].tokens))
+        else:
+            order = list(range(len(units)))
+        rows_of: list[list[int]] = []
+        free: list[int] = []
+        for u in order:
+            n = len(units[u].tokens)
+            fit = next((r for r, f in enumerate(free) if f >= n), None) \
+                if self.share_contexts else None
+            if fit is None:
+                rows_of.append([])
+                free.append(width)
+                fit = len(rows_of) - 1
+            rows_of[fit].append(u)
+            free[fit] -= n
+        ids = torch.zeros(len(rows_of), width, dtype=torch.long)
+        mask = torch.zeros(len(rows_of), width, dtype=torch.long)
+        group = torch.full((len(rows_of), width), -1, dtype=torch.long)  # -1: padding
+        branch = torch.zeros(len(rows_of), width, dtype=torch.long)
+        place = torch.zeros(len(rows_of), width, dtype=torch.long)
+        where: dict[int, tuple[int, int]] = {}  # unit -> (row, column of its first token)
+        for r, members in enumerate(rows_of):
+            col = 0
+            for g, u in enumerate(members):
+                unit, n = units[u], len(units[u].tokens)
+                ids[r, col:col + n] = torch.tensor(unit.tokens)
+                mask[r, col:col + n] = 1
+                group[r, col:col + n] = g
+                branch[r, col:col + n] = torch.tensor(unit.branches)
+                place[r, col:col + n] = torch.tensor(unit.places)
+                where[u] = (r, col)
+                col += n
+        rows: list[int] = []
+        positions: list[int] = []
+        tokens: list[int] = []
+        targets: list[list[tuple[int, int]]] = []
+        for mine in owned:
+            item_targets: list[tuple[int, int]] = []
+            for u in mine:
+                r, col = where[u]
+                for option in units[u].options:
+                    lo = len(rows)
+                    for pos, tok in option:
+                        rows.append(r)
+                        positions.append(col + pos)
+                        tokens.append(tok)
+                    item_targets.append((lo, len(rows)))
             targets.append(item_targets)
-        width = max(len(s) for s in seqs)
-        ids = torch.zeros(len(seqs), width, dtype=torch.long)
-        mask = torch.zeros(len(seqs), width, dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-            mask[r, : len(s)] = 1
-        rows_t, pos_t = torch.tensor(rows), torch.tensor(positions)
-        tokens = ids[rows_t, pos_t + 1]
         dev = self.device
-        return _Batch(k, items, ids.to(dev), mask.to(dev), rows_t.to(dev), pos_t.to(dev),
-                      tokens.to(dev), targets, golds, forced)
+        position_ids = None
+        if self.share_contexts and (branch.any() or group.max() > 0):
+            mask = _packed_mask(group, branch, getattr(torch, self.dtype))
+            position_ids = place.to(dev)
+        rows_t, pos_t, tokens_t = map(torch.tensor, (rows, positions, tokens))
+        return _Batch(k, items, ids.to(dev), mask.to(dev), position_ids, rows_t.to(dev),
+                      pos_t.to(dev), tokens_t.to(dev), targets, golds, forced)
 
     # --- forward -----------------------------------------------------------------------
 
@@ -205,7 +260,7 @@ class Evaluator:
         cache_key = (lambda k: (batch_index, prefixes[k - 1])) if self.caches else None
         run_before = self.stack.layers_run
         h = self.stack.hidden(plan, batch.ids, batch.mask, cache_key=cache_key,
-                              keep=self.caches)
+                              keep=self.caches, position_ids=batch.position_ids)
         ran = self.stack.layers_run - run_before
         self.stats.act_misses += ran
         self.stats.act_hits += len(plan) - ran
@@ -313,6 +368,51 @@ class Evaluator:
 
     def fitness(self, scores: dict[str, float]) -> float:
         return self.objective(scores)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """What one row holds for an item: a context and one or more continuations after it
+    (branches 1, 2, ...; a single continuation is simply the rest of the sequence)."""
+
+    tokens: tuple[int, ...]
+    branches: tuple[int, ...]  # per token: 0 the context, c the c-th continuation
+    places: tuple[int, ...]  # per token: its position id
+    options: tuple[tuple[tuple[int, int], ...], ...]  # per continuation: (position, token)
+    # pairs, the position being the unit's column whose output predicts the token
+
+    @staticmethod
+    def branched(pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> _Unit:
+        ctx = pairs[0][0]
+        tokens, branches, places = list(ctx), [0] * len(ctx), list(range(len(ctx)))
+        single = len(pairs) == 1
+        options = []
+        for c, (_, cont) in enumerate(pairs, start=1):
+            start = len(tokens)
+            # the first token is predicted by the context's last, the next ones by the
+            # continuation's previous token
+            options.append(tuple((len(ctx) - 1 if j == 0 else start + j - 1, tok)
+                                 for j, tok in enumerate(cont)))
+            tokens += cont
+            branches += [0 if single else c] * len(cont)
+            places += range(len(ctx), len(ctx) + len(cont))
+        return _Unit(tuple(tokens), tuple(branches), tuple(places), tuple(options))
+
+
+def _packed_mask(group: torch.Tensor, branch: torch.Tensor, dtype) -> torch.Tensor:
+    """(B, 1, T, T) additive mask: a token sees the earlier tokens of its own unit's context
+    and of its own branch, never another unit, another branch, or padding. A padding query
+    sees itself (no row of the softmax is empty); its output is never read."""
+    t = group.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    q_group, k_group = group[:, :, None], group[:, None, :]
+    q_branch, k_branch = branch[:, :, None], branch[:, None, :]
+    allowed = causal & (q_group == k_group) & (k_group >= 0)
+    allowed &= (k_branch == 0) | (k_branch == q_branch)
+    allowed |= torch.eye(t, dtype=torch.bool)
+    out = torch.zeros(allowed.shape, dtype=dtype)
+    out.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return out[:, None]
 
 
 def _stop_ids(tokenizer) -> tuple[int, ...]:

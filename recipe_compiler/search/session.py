@@ -59,8 +59,10 @@ def _no_tasks(recipe: Recipe) -> Diagnostic:
                  "to the search block (or pass --tasks)", span)
 
 
-def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
-    """The space's `Evaluator`, in the settings' compute dtype and memory budget."""
+def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True,
+                   share_contexts: bool | None = None):
+    """The space's `Evaluator`, in the settings' compute dtype and memory budget
+    (`share_contexts`: see `Evaluator`; by default on with the caches)."""
     from transformers import AutoTokenizer
 
     from recipe_compiler.evaluate import TaskError, load_task
@@ -93,7 +95,8 @@ def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True):
         return Evaluator(p.recipe, p.models, tasks, tokenizer, weights=s.task_weights,
                          device=device, dtype=s.dtype or default_dtype(device),
                          batch_size=s.batch_size, rungs=all_rungs(s), max_memory=s.max_memory,
-                         caches=caches, objective=objective, texts=texts)
+                         caches=caches, objective=objective, texts=texts,
+                         share_contexts=share_contexts)
     except (OSError, ValueError) as exc:  # no tokenizer, an architecture the search can't run
         raise EvolveError(first_line(exc)) from None
 

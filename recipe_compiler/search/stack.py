@@ -150,10 +150,11 @@ class Stack:
 
     def hidden(self, layers: list[tuple[tuple, object, int]], ids: torch.Tensor,
                mask: torch.Tensor, *, cache_key: Callable[[int], object] | None = None,
-               keep: bool = True) -> torch.Tensor:
+               keep: bool = True, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Last hidden state (final norm applied) of `ids` through `layers`; with
         `cache_key(k)` (the key of the first k layers' output), cached outputs are reused
-        and new ones kept."""
+        and new ones kept. `mask` is (B, T) padding, or a prepared (B, 1, T, T) additive
+        mask with its `position_ids`, which transformers uses as given."""
         run = _Run(layers, cache_key, keep)
         if cache_key is not None:
             for k in range(len(layers), 0, -1):
@@ -162,7 +163,8 @@ class Stack:
                     run.start, run.cached = k, h
                     break
         with self._running(run):
-            out = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+            out = self.model.base_model(input_ids=ids, attention_mask=mask,
+                                        position_ids=position_ids, use_cache=False)
         return out.last_hidden_state
 
     @contextmanager
