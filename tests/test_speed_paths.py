@@ -125,10 +125,17 @@ def argsort_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("n", [1, 10, 1000, 65_543, 300_000])
 @pytest.mark.parametrize("density", [1e-6, 0.1, 0.5, 0.9])
-@pytest.mark.parametrize("kind", ["float32", "bf16 deltas", "few values", "nan"])
+@pytest.mark.parametrize("kind", ["float32", "bf16 deltas", "few values", "nan", "zeros",
+                                  "mostly zeros"])
 def test_ties_trim_by_threshold_equals_full_sort(n, density, kind):
     g = torch.Generator().manual_seed(n)
-    if kind == "few values":  # ties everywhere: the sort decides
+    if kind == "zeros":  # a model's delta to itself, signed zeros included
+        d = torch.zeros(n)
+        d[::3] = -0.0
+    elif kind == "mostly zeros":  # the k-th largest is 0: the nonzero entries are kept
+        d = torch.randn(n, generator=g) * (torch.rand(n, generator=g) < density / 2)
+        d[1::2] = d[1::2] * -1
+    elif kind == "few values":  # ties everywhere: the sort decides
         d = torch.randint(-3, 4, (n,), generator=g).float()
     elif kind == "bf16 deltas":
         d = (torch.randn(n, generator=g) * 0.02).bfloat16().float() - \

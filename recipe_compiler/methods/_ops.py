@@ -29,9 +29,12 @@ def trim_magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
     Which entries are kept is what mergekit's `argsort(|delta|, descending=True)[:k]`
     keeps, bit for bit. `kthvalue` finds the k-th largest magnitude without a sort; when no
     other entry shares that magnitude, or all those that do are kept, the entries kept are
-    exactly those at or above it. Otherwise torch's (unstable) sort breaks the tie, and only
-    the sort itself can say how: the sort then runs as before. bf16 models hit that case
-    (their task vectors take few distinct values); float32 ones mostly do not."""
+    exactly those at or above it. When it is 0, every nonzero entry is kept whichever zeros
+    the sort picks, and a zero times 1 or 0 is the same zero (sign included): the nonzero
+    entries are the answer (a model's delta to itself, all zeros, costs no sort). Otherwise
+    torch's (unstable) sort breaks the tie, and only the sort itself can say how: the sort
+    then runs as before. bf16 models hit that case (their task vectors take few distinct
+    values); float32 ones mostly do not."""
     if density >= 1:
         return delta
     k = int(density * delta.numel())
@@ -56,6 +59,8 @@ def _top_by_threshold(mag: torch.Tensor, k: int) -> torch.Tensor | None:
     kth = torch.kthvalue(mag, n - k + 1).values  # the k-th largest
     if not bool(torch.isfinite(kth)):
         return None
+    if bool(kth == 0):  # fewer than k nonzero entries: all of them are kept
+        return mag > 0 if not bool(torch.isnan(mag).any()) else None
     keep = mag >= kth
     if int(keep.sum()) != k:  # ties at the threshold (or NaN, never >= anything)
         return None
