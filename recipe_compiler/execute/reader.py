@@ -8,12 +8,17 @@ caller computes (`os.preadv` releases the GIL); `read(r)` then waits for that bu
 instead of reading. The caller decides what to prefetch, and so bounds the memory: the
 executor reads ahead only what fits beside the current task within the plan's peak (see
 execute/__init__.py). An error in the thread (a short file) is raised by `read`.
+
+`scan_ahead(reads)` likewise counts NaN/inf in byte-copied tensors in a scanning thread
+(numpy releases the GIL), so the scan of the next tensors overlaps the copy of this one;
+it holds no tensor, only a 16 MB chunk at a time.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -32,15 +37,19 @@ class Inputs:
     def __init__(self) -> None:
         self.fds: dict[str, int] = {}
         self.pending: dict[Read, Future[bytearray]] = {}
+        self.scans: dict[Read, Future[int]] = {}
         self.pool: ThreadPoolExecutor | None = None
+        self.scanner: ThreadPoolExecutor | None = None
+        self.lock = threading.Lock()  # fds are opened from the threads too
 
     def fd(self, path: str) -> int:
-        if path not in self.fds:
-            try:
-                self.fds[path] = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise BuildError(f"{path}: cannot open ({exc.strerror})") from None
-        return self.fds[path]
+        with self.lock:
+            if path not in self.fds:
+                try:
+                    self.fds[path] = os.open(path, os.O_RDONLY)
+                except OSError as exc:
+                    raise BuildError(f"{path}: cannot open ({exc.strerror})") from None
+            return self.fds[path]
 
     def prefetch(self, reads: list[Read]) -> None:
         """Start reading these tensors' bytes in the reader thread."""
@@ -78,9 +87,22 @@ class Inputs:
             done += got
         return buf
 
+    def scan_ahead(self, reads: list[Read]) -> None:
+        """Start counting these tensors' NaN/inf values, in order, in the scanning thread."""
+        for r in reads:
+            if r in self.scans or r.dtype not in NONFINITE_DTYPES or r.nbytes == 0:
+                continue
+            if self.scanner is None:
+                self.scanner = ThreadPoolExecutor(1, thread_name_prefix="tailor-scan")
+            self.scans[r] = self.scanner.submit(self._count_nonfinite, r)
+
     def count_nonfinite(self, r: Read) -> int:
         """NaN/inf values in a tensor's bytes on disk, read through mmap in chunks (no
         tensor is made, torch is not needed); 0 for dtypes that cannot hold them."""
+        ahead = self.scans.pop(r, None)
+        return ahead.result() if ahead is not None else self._count_nonfinite(r)
+
+    def _count_nonfinite(self, r: Read) -> int:
         if r.dtype not in NONFINITE_DTYPES or r.nbytes == 0:
             return 0
         fd = self.fd(r.file)
@@ -99,13 +121,14 @@ class Inputs:
             m.close()
 
     def close(self) -> None:
-        """Wait for the reader thread (it may be using a file), then close every file."""
-        if self.pool is not None:
-            for f in self.pending.values():
-                f.cancel()
-            self.pool.shutdown(wait=True)
-            self.pool = None
-        self.pending.clear()
+        """Wait for the threads (they may be using a file), then close every file."""
+        for pool, pending in ((self.pool, self.pending), (self.scanner, self.scans)):
+            if pool is not None:
+                for f in pending.values():
+                    f.cancel()
+                pool.shutdown(wait=True)
+            pending.clear()
+        self.pool = self.scanner = None
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
