@@ -7,8 +7,11 @@ Consumes a path to a task file and produces a `Task`:
   ``{"prompt": str, "answer": str}`` (kind ``"gen"``). Extra keys are ignored; blank lines are
   skipped; one file holds one kind only.
 * ``*.txt``: a perplexity task (kind ``"ppl"``) whose single item is the whole text.
+* ``*.yaml`` / ``*.yml``: an lm-eval-harness task YAML with local data, made into one of the
+  above by lm-eval itself (`harness_tasks.py`; needs ``pip install '.[harness]'``).
 
-A directory stands for its ``*.jsonl`` and ``*.txt`` files (not dot files; not recursively).
+A directory stands for its ``*.jsonl`` and ``*.txt`` files and the YAMLs among its ``*.yaml``
+files that define a task (not dot files; not recursively).
 Only regular files (or links to them) of at most `MAX_TASK_BYTES` are read, and nothing else is
 opened in a way that could block (a FIFO would wait for a writer forever). Text is UTF-8, a
 leading byte-order mark allowed; JSON is strict (no NaN or Infinity, no duplicate item keys);
@@ -35,7 +38,7 @@ TaskKind = Literal["mc", "gen", "ppl"]
 
 MC_KEYS = ("context", "choices", "gold")
 GEN_KEYS = ("prompt", "answer")
-TASK_SUFFIXES = (".jsonl", ".txt")
+TASK_SUFFIXES = (".jsonl", ".txt", ".yaml", ".yml")
 
 # Larger files are refused before being read: far more than any evaluation could use.
 MAX_TASK_BYTES = 128 * 2**20
@@ -80,15 +83,22 @@ class Task:
     path: Path
 
 
-def load_task(path: str | Path) -> Task:
-    """Read one task file; the kind comes from the extension and, for JSONL, the keys."""
+def load_task(path: str | Path, split: str | None = None) -> Task:
+    """Read one task file; the kind comes from the extension and, for JSONL, the keys.
+    `split="validation"`: an lm-eval YAML's validation documents where it has them (what a
+    search tunes on); by default lm-eval's own evaluation split."""
     path = Path(path)
     if path.suffix not in TASK_SUFFIXES:
-        raise TaskError(path, None, "unknown task file type (expected .jsonl or .txt)")
+        raise TaskError(path, None, "unknown task file type (expected .jsonl, .txt, or an "
+                        "lm-eval .yaml)")
     name = path.stem
     if not _is_unicode(name):
         raise TaskError(path, None, "the file name, which names the task, is not valid UTF-8")
     text = read_task_text(path)
+    if path.suffix in (".yaml", ".yml"):
+        from recipe_compiler.evaluate.harness_tasks import load_harness_task
+
+        return load_harness_task(path, text, split)
     if path.suffix == ".txt":
         if not text.strip():
             raise TaskError(path, None, "perplexity text is empty")
@@ -97,9 +107,10 @@ def load_task(path: str | Path) -> Task:
     return Task(name=name, kind=kind, items=tuple(items), path=path)
 
 
-def load_tasks(paths: Iterable[str | Path]) -> list[Task]:
-    """Load several task files; a directory contributes its ``*.jsonl`` and ``*.txt`` files."""
-    tasks = [load_task(f) for path in map(Path, paths) for f in _task_files(path)]
+def load_tasks(paths: Iterable[str | Path], split: str | None = None) -> list[Task]:
+    """Load several task files; a directory contributes its ``*.jsonl`` and ``*.txt`` files
+    and its lm-eval task YAMLs."""
+    tasks = [load_task(f, split) for path in map(Path, paths) for f in task_files(path)]
     seen: dict[str, Path] = {}
     for task in tasks:
         if task.name in seen:
@@ -134,9 +145,10 @@ def read_task_text(path: Path) -> str:
         ) from None
 
 
-def _task_files(path: Path) -> list[Path]:
+def task_files(path: Path) -> list[Path]:
     """`path` itself, or the task files in the directory `path` (dot files skipped: editor
-    backups and lock files are not tasks)."""
+    backups and lock files are not tasks; YAMLs only where they define an lm-eval task, not
+    groups or the templates other YAMLs include)."""
     try:
         is_dir = stat.S_ISDIR(path.stat().st_mode)
         if not is_dir:
@@ -144,13 +156,24 @@ def _task_files(path: Path) -> list[Path]:
         files = sorted(
             p for p in path.iterdir() if p.suffix in TASK_SUFFIXES and not p.name.startswith(".")
         )
+        files = [p for p in files if p.suffix not in (".yaml", ".yml") or _defines_task(p)]
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise TaskError(
             path, None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
         ) from None
     if not files:
-        raise TaskError(path, None, "no tasks found in this directory (expected *.jsonl or *.txt)")
+        raise TaskError(path, None, "no tasks found in this directory (expected *.jsonl, *.txt "
+                        "or lm-eval task *.yaml)")
     return files
+
+
+def _defines_task(path: Path) -> bool:
+    from recipe_compiler.evaluate.harness_tasks import is_task_yaml
+
+    try:
+        return is_task_yaml(path, read_task_text(path))
+    except TaskError:
+        return True  # unreadable: loading it reports why
 
 
 def _read_regular_file(path: Path) -> bytes:

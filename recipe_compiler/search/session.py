@@ -73,7 +73,8 @@ def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True,
 
     s = p.space.settings
     try:
-        tasks = [load_task(f) for f in task_files(p.recipe, s)]
+        # lm-eval YAMLs: their validation documents, not the split a report is made on
+        tasks = [load_task(f, "validation") for f in task_files(p.recipe, s)]
     except (TaskError, OSError) as exc:
         raise EvolveError(str(exc)) from None
     if not tasks:

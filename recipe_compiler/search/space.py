@@ -343,13 +343,14 @@ def _target(recipe: Recipe, s: Settings, n_slots: int, layer_params: int, other:
 
 
 def task_files(recipe: Recipe, settings: Settings) -> list[Path]:
-    """Task files named by the settings: files, or directories of *.jsonl and *.txt (text
-    for perplexity, scored when `ppl_weight` is set)."""
+    """Task files named by the settings: files, or directories of *.jsonl, *.txt (text for
+    perplexity, scored when `ppl_weight` is set) and lm-eval task YAMLs."""
+    from recipe_compiler.evaluate.tasks import task_files as files_of
+
     files: list[Path] = []
     for entry in settings.tasks:
         path = model_path(recipe, entry)
-        files += sorted([*path.glob("*.jsonl"), *path.glob("*.txt")]) if path.is_dir() \
-            else [path]
+        files += files_of(path) if path.is_dir() else [path]
     return files
 
 
