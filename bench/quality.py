@@ -60,6 +60,8 @@ SEARCHES = {
     "+ perplexity term": ("?", True, PPL),
     "+ local search (= GPTailor search)": ("?", True, FINAL),
     "GPTailor search, retention fitness": ("?", True, FINAL | {"fitness": "retention"}),
+    "GPTailor search, half the local search spent on CMA-ES merge weights": (
+        "?", True, FINAL | {"local_search": 48, "tune_weights": 48}),
     "GPTailor search, no warm starts": ("?", False, FINAL),
     "GPTailor search, no merge warm starts": ("?", True, FINAL | {"warm_merge": "false"}),
     "GPTailor search, no merges (removal + selection)": (ALL_TAKES, True, FINAL),

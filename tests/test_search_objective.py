@@ -131,3 +131,34 @@ def test_local_search_without_final_items(tmp_path, quick_zoo):
     pop, hof = search.run()
     best, final_scores = finish(search, pop, hof, score)
     assert final_scores == best.scores
+
+
+def test_cma_es_tunes_the_winners_merge_weights_only(tmp_path, quick_zoo):
+    """`tune_weights`: the structure stays, weights move within their range, the run is
+    reproducible, and the result is never worse than where it started."""
+    from recipe_compiler.search.refine import _tune_weights
+
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                        "tune_weights = 10\nweight_range = [0.0, 1.0]")
+    p = prepare(path, {})
+    assert p.space.settings.tune_weights == 10
+    ev = make_evaluator(p)
+
+    def score(recipes, rung):
+        return [ev.scores(r, rung) for r in recipes]
+
+    search = Search(p.space, score, ev.fitness, warm=[{9, 10, 11}])
+    start = search._new(genome_from_drops(p.space, {9, 10, 11}, random.Random(0), MERGED))
+    search.evaluate([start])
+    before = search.evaluations
+    results = [_tune_weights(search, start, 10) for _ in range(2)]
+    assert search.evaluations >= before + 20  # 10 candidates each, some on two rungs
+    assert list(results[0]) == list(results[1])  # seeded
+    best = results[0]
+    assert best.fitness.values[0] >= start.fitness.values[0]
+    for g, s in zip(best, start):
+        assert (g.drop, g.sources, g.method, g.scale) == (s.drop, s.sources, s.method, s.scale)
+        assert all(0.0 <= w <= 1.0 for w in g.weights)
+    if best is not start:
+        assert [g.weights for g in best] != [g.weights for g in start]

@@ -13,7 +13,10 @@ on a sample of items picks, in part, the candidate that was luckiest on that sam
 the validation items there are, when that is more than the search's `limit`), and the winner
 is the best there. Then `local_search` evaluations try single changes around the winner —
 one kept slot swapped with a dropped one (the size stays), or one slot's source changed —
-keeping a change whenever it scores better, and the winner is confirmed on the final items.
+keeping a change whenever it scores better; then `tune_weights` evaluations tune the
+winner's merge weights together (every weight of every merged slot) with CMA-ES (DEAP's
+`cma.Strategy`, seeded from the run's seed), its structure fixed; and the winner is
+confirmed on the final items.
 """
 
 from __future__ import annotations
@@ -59,8 +62,11 @@ def finish(search, pop: list, hof, score: ScoreMap) -> tuple[object, dict[str, f
         return best, dict(best.scores)
     final = len(all_rungs(s)) - 1
     best = _rescore(search, _finalists(pop + list(hof.items), s.finalists), score, final)
-    if s.local_search > 0:
-        best = _local_search(search, best, s.local_search)
+    if s.local_search > 0 or s.tune_weights > 0:
+        if s.local_search > 0:
+            best = _local_search(search, best, s.local_search)
+        if s.tune_weights > 0:
+            best = _tune_weights(search, best, s.tune_weights)
         best = _rescore(search, [best], score, final)  # its final scores, re-used if cached
     return best, dict(best.final_scores)
 
@@ -118,3 +124,55 @@ def _neighbour(space: SearchSpace, genome: list, rng: random.Random) -> list:
     k = rng.randrange(len(genome))
     genome[k] = mutate_gene(space, space.slots[k], genome[k], rng)
     return repair(space, genome, rng)
+
+
+class _Point(list):
+    """A CMA-ES sample (DEAP's strategy sorts its samples by `.fitness`)."""
+
+    fitness = None
+
+
+def _tune_weights(search, start, budget: int):
+    """CMA-ES over the merge weights of `start`'s kept merged slots, `budget` evaluations at
+    the search's own rungs, a population-sized generation at a time; the best seen wins
+    (`start` if none beats it). Samples are clipped to `weight_range` and rounded as the
+    genome rounds weights."""
+    import numpy as np
+    from deap import cma
+
+    space = search.space
+    coords = [(k, space.candidates.index(m)) for k, g in enumerate(start)
+              if space.slots[k].options is None and not g.drop and len(g.sources) > 1
+              for m in g.sources]
+    if not coords:
+        return start
+    lo, hi = space.settings.weight_range
+    x0 = [start[k].weights[i] for k, i in coords]
+    lam = max(4, min(search.settings.population, budget))
+    saved = np.random.get_state()  # DEAP's strategy samples from numpy's global generator
+    np.random.seed(search.settings.seed * 7919 + 2)
+    try:
+        strategy = cma.Strategy(centroid=x0, sigma=(hi - lo) / 6, lambda_=lam)
+        best, spent = start, 0
+        while spent < budget:
+            points = strategy.generate(_Point)[: budget - spent]
+            kids = []
+            for x in points:
+                genome = list(start)
+                for (k, i), v in zip(coords, x):
+                    w = list(genome[k].weights)
+                    w[i] = round(min(hi, max(lo, float(v))), 3)
+                    genome[k] = dataclasses.replace(genome[k], weights=tuple(w))
+                kids.append(search._new(genome))
+            search.evaluate(kids)
+            spent += len(kids)
+            for x, kid in zip(points, kids):
+                x.fitness = kid.fitness
+            if len(points) == lam:
+                strategy.update(points)
+            top = max(kids, key=lambda i: i.fitness.values[0])
+            if top.fitness.values[0] > best.fitness.values[0]:
+                best = top
+        return best
+    finally:
+        np.random.set_state(saved)

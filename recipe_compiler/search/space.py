@@ -61,6 +61,7 @@ class Settings:
     final_limit: int | None = None  # re-score the finalists on this many items per task
     finalists: int = 8  # how many of the best are re-scored
     local_search: int = 0  # evaluations spent improving the winner one change at a time
+    tune_weights: int = 0  # evaluations of CMA-ES over the winner's merge weights
     max_memory: int | None = None  # bytes for layers and activations; None: from the device
 
 
@@ -123,6 +124,7 @@ INT_BOUNDS = {
     "seed": (0, 2**32 - 1), "limit": (1, 10**9), "min_limit": (1, 10**9), "eta": (2, 1000),
     "elite": (0, 100_000), "batch_size": (1, 100_000), "final_limit": (1, 10**9),
     "finalists": (1, 100_000), "local_search": (0, 10**7),
+    "tune_weights": (0, 10**7),
 }
 FITNESS = ("mean", "retention")
 OBJECTIVES = (("score",), ("score", "size"))
