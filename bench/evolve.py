@@ -52,23 +52,41 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=4)
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--write-docs", action="store_true",
+                    help="write the table into docs/speed.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     overrides = {"generations": args.generations, "population": args.population}
     off = run(args.recipe, overrides, caches=False)
     on = run(args.recipe, overrides, caches=True)
-    print(f"{'sharing':<8} {'candidates':>10} {'seconds':>8} {'per min':>8} {'layers run':>11} "
-          f"{'skipped':>8} {'token cells':>11} {'best':>7}")
+    lines = ["| sharing | candidates | seconds | per minute | layers run | layers skipped | "
+             "token cells per candidate | best fitness |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in (("off", off), ("on", on)):
-        print(f"{name:<8} {r['candidates']:>10} {r['seconds']:>8.1f} {r['per_min']:>8.0f} "
-              f"{r['layers_run']:>11} {r['layers_skipped']:>8} {r['cells']:>11} "
-              f"{r['best']:>7.4f}")
+        lines.append(f"| {name} | {r['candidates']} | {r['seconds']:.1f} | {r['per_min']:.0f} | "
+                     f"{r['layers_run']} | {r['layers_skipped']} | {r['cells']} | "
+                     f"{r['best']:.4f} |")
     pairs = list(zip(off["fitness"], on["fitness"]))
     diff = max((abs(a - b) for x, y in pairs for a, b in zip(x, y)), default=0.0)
-    print(f"speed-up {on['per_min'] / off['per_min']:.2f}x; largest fitness difference "
-          f"{diff:.1e} over {len(pairs)} individuals")
+    lines += ["", f"Speed-up **{on['per_min'] / off['per_min']:.2f}x**; largest fitness "
+              f"difference between the two runs {diff:.1e} over {len(pairs)} individuals."]
+    text = "\n".join(lines)
+    print(text)
     if off["candidates"] != on["candidates"] or len(pairs) != len(on["fitness"]) or diff > 1e-6:
         raise SystemExit("sharing changed the results")
+    if args.write_docs:
+        import os
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from _docs import write_block
+
+        head = (f"Written by `python bench/evolve.py --recipe {args.recipe} --generations "
+                f"{args.generations} --population {args.population} --threads {args.threads} "
+                f"--write-docs` ({os.cpu_count()} cores, load average "
+                f"{os.getloadavg()[0]:.1f} at the end).")
+        write_block(Path(__file__).resolve().parent.parent / "docs" / "speed.md", "evolve",
+                    f"{head}\n\n{text}", heading="## Search speed (`bench/evolve.py`)")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ def jobs(root: Path, layers: int, mergekit: str | None, before: Path | None
     tailorc = [sys.executable, "-c", "import sys; from recipe_compiler.cli import main; "
                "sys.exit(main(sys.argv[1:]))"]
     out = {"cp": (["sh", "-c", cp], ENV),
-           "cp + sync": (["sh", "-c", f"{cp} && sync cp-out/*"], ENV)}
+           "cp + sync": (["sh", "-c", f"{cp} && sync cp-out/*"], ENV),
+           "import torch": ([sys.executable, "-c", "import torch"], ENV)}
     for job, text in configs(layers).items():
         name = job.replace("/", "_")
         (root / f"{name}.yml").write_text(text)
@@ -147,23 +148,28 @@ def measure(root: Path, layers: int, runs: int, mergekit: str | None, before: Pa
             for k, v in samples.items()}
 
 
-def print_table(size: str, res: dict[str, tuple[float, int]]) -> None:
-    print(f"\n{size}: median wall seconds; floor = cat inputs + cp/sync of the output size "
-          "(take/drop: cp of the base shards)")
-    print("| job | tailorc s | floor s | x floor | mergekit s | mergekit / tailorc | "
-          "before s | before / now | tailorc RSS MB | mergekit RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+def print_table(size: str, res: dict[str, tuple[float, int]]) -> str:
+    """Prints the table and returns it."""
+    lines = [f"{size}: median wall seconds; floor = cat inputs + cp/sync of the output size "
+             "(take/drop: cp of the base shards)", "",
+             "| job | tailorc s | floor s | x floor | mergekit s | mergekit / tailorc | "
+             "before s | before / now | tailorc RSS MB | mergekit RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for job in ("take/drop", *METHODS):
         t, rss = res[f"tailorc {job}"]
         floor = res["cp" if job == "take/drop" else f"floor {job}"][0]
         mk = res.get(f"mergekit {job}")
         bf = res.get(f"before {job}")
-        print(f"| {job} | {t:.2f} | {floor:.2f} | {t / floor:.2f}x | "
-              f"{_cell(mk, '.2f')} | {_ratio(mk, t)} | {_cell(bf, '.2f')} | {_ratio(bf, t)} | "
-              f"{rss / 1e6:.0f} | {_cell(mk, '.0f', 1, 1e6)} |")
+        lines.append(f"| {job} | {t:.2f} | {floor:.2f} | {t / floor:.2f}x | "
+                     f"{_cell(mk, '.2f')} | {_ratio(mk, t)} | {_cell(bf, '.2f')} | "
+                     f"{_ratio(bf, t)} | {rss / 1e6:.0f} | {_cell(mk, '.0f', 1, 1e6)} |")
     t, sync = res["tailorc take/drop"][0], res["cp + sync"][0]
-    print(f"take/drop against cp + sync (tailorc fsyncs its output): {sync:.2f} s, "
-          f"{t / sync:.2f}x")
+    lines += ["", f"take/drop against `cp + sync` (tailorc fsyncs its output): {sync:.2f} s, "
+              f"{t / sync:.2f}x. Starting Python and importing torch, which every merge build "
+              f"pays and no floor does: {res['import torch'][0]:.2f} s."]
+    text = "\n".join(lines)
+    print("\n" + text)
+    return text
 
 
 def _cell(v: tuple[float, int] | None, fmt: str, k: int = 0, div: float = 1.0) -> str:
@@ -181,13 +187,26 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--layers", default="24", help="layers per family, comma-separated")
     ap.add_argument("--work", type=Path, default=Path("/tmp/tailor-merge-speed"))
+    ap.add_argument("--write-docs", action="store_true",
+                    help="write the tables into docs/speed.md")
     args = ap.parse_args()
+    tables = []
     for layers in (int(n) for n in args.layers.split(",")):
         root = args.work / f"L{layers}"
         res = measure(root, layers, args.runs, args.mergekit_yaml, args.before)
         gb = sum(p.stat().st_size for p in (root / "base").glob("*.safetensors")) / 1e9
-        print_table(f"{gb:.2f} GB bf16 per model, {layers} layers", res)
+        tables.append(print_table(f"{gb:.2f} GB bf16 per model, {layers} layers", res))
         sys.stdout.flush()
+    if args.write_docs:
+        from _docs import write_block
+
+        load = os.getloadavg()[0]
+        head = (f"Written by `python bench/merge_speed.py --runs {args.runs} --layers "
+                f"{args.layers}{' --mergekit-yaml ...' if args.mergekit_yaml else ''}"
+                f"{' --before ...' if args.before else ''} --write-docs` on "
+                f"{os.cpu_count()} cores (load average {load:.1f} at the end).")
+        write_block(BENCH.parent / "docs" / "speed.md", "merge-speed",
+                    head + "\n\n" + "\n\n".join(tables), heading="### Results")
 
 
 if __name__ == "__main__":

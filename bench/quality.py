@@ -315,11 +315,10 @@ def plot_curve(curve: dict, path: Path) -> None:
 
 
 def write_docs(table: str, args, has_curve: bool, raw: dict) -> None:
-    path = ROOT / "docs" / "results.md"
-    text = path.read_text() if path.exists() else ""
-    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    from _docs import write_block
+
     seeds = " ".join(map(str, args.seeds))
-    block = (f"{begin}\nMeasured with `python bench/quality.py --seeds {seeds} --write-docs` "
+    block = (f"Measured with `python bench/quality.py --seeds {seeds} --write-docs` "
              f"({args.remove} of 12 layers removed; zoo base `{raw['base_sha256'][:8]}…`; "
              f"search: population {args.population}, {args.generations} generations, seeds "
              f"{seeds}; pruners calibrated on {raw['samples']} validation items per skill; "
@@ -328,12 +327,8 @@ def write_docs(table: str, args, has_curve: bool, raw: dict) -> None:
              + ("; the rows without a seed were measured by an earlier run of this script on "
                 "the same zoo and reused with `--reuse`" if raw.get("reused") else "")
              + f").\n\n{table}\n"
-             + ("\n![curve](results_curve.png)\n" if has_curve else "") + end)
-    if begin in text:
-        text = text.split(begin)[0] + block + text.split(end)[1]
-    else:
-        text = text + "\n" + block + "\n"
-    path.write_text(text)
+             + ("\n![curve](results_curve.png)\n" if has_curve else ""))
+    write_block(ROOT / "docs" / "results.md", "results", block.rstrip("\n"))
 
 
 DEMO_ROWS = ("dense base", MERGE)
@@ -366,17 +361,16 @@ def demo_table(raw: dict) -> str:
 
 
 def write_readme(raw: dict) -> None:
-    path = ROOT / "README.md"
-    text = path.read_text()
-    begin, end = "<!-- demo:begin -->", "<!-- demo:end -->"
-    if begin not in text:
+    from _docs import write_block
+
+    if "<!-- demo:begin -->" not in (ROOT / "README.md").read_text():
         return
     seeds = " ".join(map(str, raw["seeds"]))
-    block = (f"{begin}\nWritten by `python bench/quality.py --seeds {seeds} --write-docs` "
+    block = (f"Written by `python bench/quality.py --seeds {seeds} --write-docs` "
              f"(zoo v2, {raw['remove']} of 12 layers removed, test split, search seeds "
              f"{seeds}; retention is the mean over the dense base's, worst task the lowest "
-             f"task score over the dense base's):\n\n{demo_table(raw)}\n{end}")
-    path.write_text(text.split(begin)[0] + block + text.split(end)[1])
+             f"task score over the dense base's):\n\n{demo_table(raw)}")
+    write_block(ROOT / "README.md", "demo", block, heading=None)
 
 
 def parse_args(argv: list[str] | None):

@@ -163,15 +163,10 @@ def projection(r: dict, a: argparse.Namespace) -> str:
 
 
 def write_scaling(text: str, a: argparse.Namespace) -> None:
-    path = ROOT / "docs" / "scaling.md"
-    doc = path.read_text()
-    begin, end = "<!-- real-scale:begin -->", "<!-- real-scale:end -->"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in doc:
-        doc = doc.split(begin)[0] + block + doc.split(end)[1]
-    else:
-        doc += "\n## Memory and time at 7B\n\n" + block + "\n"
-    path.write_text(doc)
+    from _docs import write_block
+
+    write_block(ROOT / "docs" / "scaling.md", "real-scale", text,
+                heading="## Memory and time at 7B")
 
 
 def mb(n: float) -> str:

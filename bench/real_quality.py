@@ -243,22 +243,18 @@ def main() -> None:
                "generations": a.generations, "local_search": a.local_search,
                "seconds": total, "rows": rows}
         (ROOT / "docs" / "results_real.json").write_text(json.dumps(raw, indent=2) + "\n")
-        doc = ROOT / "docs" / "results.md"
-        begin, end = "<!-- real-results:begin -->", "<!-- real-results:end -->"
+        from _docs import write_block
+
         seeds = " ".join(map(str, a.seeds))
-        block = (f"{begin}\nWritten by `python bench/real_quality.py --family FAMILY "
+        block = (f"Written by `python bench/real_quality.py --family FAMILY "
                  f"--seeds {seeds} --write-docs` (SmolLM2-135M-Instruct family, 25% of "
                  f"its 30 layers removed, test split, mean ± sd over seeds; search: "
                  f"population {a.population}, {a.generations} generations, local search "
                  f"{a.local_search}; random search: as many "
                  f"evaluations; the whole run took {total} s on 2 cores; raw numbers in "
-                 f"`docs/results_real.json`).\n\n{text}\n{end}")
-        current = doc.read_text()
-        if begin in current:
-            current = current.split(begin)[0] + block + current.split(end)[1]
-        else:
-            current += "\n## The real family\n\n" + block + "\n"
-        doc.write_text(current)
+                 f"`docs/results_real.json`).\n\n{text}")
+        write_block(ROOT / "docs" / "results.md", "real-results", block,
+                    heading="## The real family")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -44,7 +43,6 @@ from recipe_compiler.zoo import MANIFEST, ZooManifest, build_zoo, load_manifest
 DOC = Path(__file__).resolve().parent.parent / "docs" / "zoo.md"
 MERGE_RECIPE = DOC.parent.parent / "recipes" / "zoo_merge.tr"
 MERGE_LABEL = "merge: task arithmetic of all fine-tunes"
-BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
 
 
 def drop_layers(model: torch.nn.Module, keep: list[int]) -> torch.nn.Module:
@@ -233,11 +231,9 @@ def _multi_seed(args: argparse.Namespace) -> int:
 
 
 def _write_doc(body: str) -> None:
-    doc = DOC.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{DOC} lacks the {BEGIN} / {END} markers")
-    DOC.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END),
-                          lambda _: f"{BEGIN}\n{body}\n{END}", doc, flags=re.S))
+    from _docs import write_block
+
+    write_block(DOC, "zoo-table", body, heading=None)
 
 
 def _merge_summary(per_seed: list[dict[str, dict[str, float]]], tasks: list) -> str:
