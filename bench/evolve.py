@@ -60,7 +60,7 @@ def main() -> None:
     off = run(args.recipe, overrides, caches=False)
     on = run(args.recipe, overrides, caches=True)
     lines = ["| sharing | candidates | seconds | per minute | layers run | layers skipped | "
-             "token cells per candidate | best fitness |",
+             "token cells, all batches | best fitness |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in (("off", off), ("on", on)):
         lines.append(f"| {name} | {r['candidates']} | {r['seconds']:.1f} | {r['per_min']:.0f} | "
