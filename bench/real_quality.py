@@ -49,25 +49,19 @@ def models_block(family: Path) -> str:
 
 
 def search_recipe(family: Path, seed: int, a: argparse.Namespace, warm: bool = True) -> str:
-    """recipes/base.tr's search, on this family (all 20 validation items per task)."""
-    return f"""{models_block(family)}
-slot 0..30 = ?
-search {{
-  remove = 25%
-  tasks = "{family / 'tasks' / 'val'}"
-  population = {a.population}
-  generations = {a.generations}
-  limit = 20
-  seed = {seed}
-  methods = [task_arithmetic]
-  weight_range = [0.0, 1.0]
-  min_task_retention = 80%
-  ppl_weight = 0.5
-  finalists = 8
-  local_search = {a.local_search}
-  max_memory = "1GB"{"" if warm else chr(10) + "  warm_start = 0"}
-}}
-"""
+    """recipes/base.tr's search, on this family (all 20 validation items per task), with any
+    `--setting KEY=VALUE` replacing or adding a setting."""
+    settings = {
+        "remove": "25%", "tasks": f'"{family / "tasks" / "val"}"',
+        "population": a.population, "generations": a.generations, "limit": 20, "seed": seed,
+        "methods": "[task_arithmetic]", "weight_range": "[0.0, 1.0]",
+        "min_task_retention": "80%", "ppl_weight": 0.5, "finalists": 8,
+        "local_search": a.local_search, "max_memory": '"1GB"'}
+    if not warm:
+        settings["warm_start"] = 0
+    settings |= dict(kv.split("=", 1) for kv in getattr(a, "setting", None) or [])
+    body = "".join(f"  {k} = {v}\n" for k, v in settings.items())
+    return f"{models_block(family)}\nslot 0..30 = ?\nsearch {{\n{body}}}\n"
 
 
 def scores(paths: dict[str, Path], family: Path, threads: int) -> dict[str, dict]:
@@ -211,6 +205,9 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=12)
     ap.add_argument("--local-search", type=int, default=96)
     ap.add_argument("--no-random", action="store_true", help="skip random search")
+    ap.add_argument("--setting", action="append", metavar="KEY=VALUE",
+                    help="one more search setting for the search and random search, e.g. "
+                    "fitness=retention (repeatable; an experiment, not the configuration)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
@@ -240,14 +237,16 @@ def main() -> None:
     print(f"total {total} s")
     if a.write_docs:
         raw = {"family": str(family), "seeds": a.seeds, "population": a.population,
+               "settings": a.setting or [],
                "generations": a.generations, "local_search": a.local_search,
                "seconds": total, "rows": rows}
         (ROOT / "docs" / "results_real.json").write_text(json.dumps(raw, indent=2) + "\n")
         from _docs import write_block
 
         seeds = " ".join(map(str, a.seeds))
+        extra = "".join(f" --setting {kv}" for kv in a.setting or [])
         block = (f"Written by `python bench/real_quality.py --family FAMILY "
-                 f"--seeds {seeds} --write-docs` (SmolLM2-135M-Instruct family, 25% of "
+                 f"--seeds {seeds}{extra} --write-docs` (SmolLM2-135M-Instruct family, 25% of "
                  f"its 30 layers removed, test split, mean ± sd over seeds; search: "
                  f"population {a.population}, {a.generations} generations, local search "
                  f"{a.local_search}; random search: as many "
