@@ -15,14 +15,10 @@ fsyncs its output before renaming it into place, so `cp + sync` is the fair disk
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from _runs import alternate  # bench/_runs.py
 from checkpoints import make_in_child  # bench/checkpoints.py
 
 
@@ -42,17 +38,6 @@ def recipes(root: Path, layers: int) -> dict[str, Path]:
     return out
 
 
-def run(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()}")
-    return wall, usage.ru_maxrss * 1024
-
-
 def bench_family(root: Path, layers: int, runs: int) -> list[tuple]:
     if not (root / "ft" / "config.json").exists():
         for name, seed in (("base", 1), ("ft", 2)):  # children: keep this process small
@@ -66,16 +51,10 @@ def bench_family(root: Path, layers: int, runs: int) -> list[tuple]:
     for name, recipe in recipes(root, layers).items():
         jobs[f"tailorc {name}"] = [tailorc, "build", str(recipe), "-o", str(root / "out"),
                                    "--force", "--device", "cpu"]
-    results: dict[str, list[tuple[float, int]]] = {k: [] for k in jobs}
-    for _ in range(runs):
-        for name, cmd in jobs.items():  # alternate tools within each round
-            shutil.rmtree(root / "cp-out", ignore_errors=True)
-            (root / "cp-out").mkdir()
-            results[name].append(run(cmd))
+    results = alternate({name: (cmd, {}) for name, cmd in jobs.items()}, runs, root,
+                        ("cp-out",))
     rows = []
-    for name, samples in results.items():
-        wall = statistics.median(s[0] for s in samples)
-        rss = max(s[1] for s in samples)
+    for name, (wall, rss) in results.items():
         written = in_bytes if name.startswith("cp") else sum(
             p.stat().st_size for p in (root / "out").glob("*.safetensors"))
         rows.append((f"{in_bytes / 1e6:.0f} MB", name, wall, written / wall / 1e6, rss / 1e6))

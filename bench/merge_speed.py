@@ -24,12 +24,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from _runs import alternate  # bench/_runs.py
 from checkpoints import make_in_child  # bench/checkpoints.py
 
 BENCH = Path(__file__).resolve().parent
@@ -58,19 +56,6 @@ def configs(layers: int) -> dict[str, str]:
         out[method] = (f"merge_method: {method}\nbase_model: base\nslices:\n"
                        f"{alone}{slices}{alone}")  # embeddings and head: the base's
     return out
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str] = ENV) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"failed ({status}): {' '.join(cmd)}\n"
-                         f"{proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
 
 
 def output_size(root: Path, recipe: Path) -> int:
@@ -136,16 +121,9 @@ def measure(root: Path, layers: int, runs: int, mergekit: str | None, before: Pa
     if not (root / "ft" / "config.json").exists():
         for name, seed in (("base", 1), ("ft", 2)):  # children: keep this process small
             make_in_child(root / name, layers, seed)
-    todo = jobs(root, layers, mergekit, before)
-    samples: dict[str, list[tuple[float, int]]] = {k: [] for k in todo}
-    for _ in range(runs):
-        for name, (cmd, env) in todo.items():  # alternate jobs within each round
-            for d in ("cp-out", "out-mk", "out-tailor"):
-                shutil.rmtree(root / d, ignore_errors=True)
-            (root / "cp-out").mkdir()
-            samples[name].append(run(cmd, root, env))
-    return {k: (statistics.median(s[0] for s in v), max(s[1] for s in v))
-            for k, v in samples.items()}
+    todo = {name: (cmd, {"cwd": root, "env": env})
+            for name, (cmd, env) in jobs(root, layers, mergekit, before).items()}
+    return alternate(todo, runs, root, ("cp-out", "out-mk", "out-tailor"))
 
 
 def print_table(size: str, res: dict[str, tuple[float, int]]) -> str:

@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from _runs import alternate  # bench/_runs.py
 from checkpoints import make_in_child  # bench/checkpoints.py
 
 BENCH = Path(__file__).resolve().parent
@@ -53,19 +51,6 @@ def configs(layers: int) -> dict[str, str]:
     bad = ("merge_method: passthrough\nbase_model: base\nslices:\n"
            f"- sources: [{{model: base, layer_range: [0, {layers + 4}]}}]\n")
     return {"prune": prune, "merges": merges, "bad-layer": bad}
-
-
-def run(cmd: list[str], cwd: Path, ok: bool = True) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if (status == 0) != ok:
-        raise SystemExit(f"unexpected exit status {status}: {' '.join(cmd)}\n"
-                         f"{proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
 
 
 def jobs(root: Path, mergekit: str, tailorc: str) -> dict[str, tuple[list[str], bool]]:
@@ -98,16 +83,11 @@ def bench_family(root: Path, layers: int, dtype: str, runs: int, mergekit: str
             make_in_child(root / name, layers, seed, dtype)
     size = sum(p.stat().st_size for p in (root / "base").glob("*.safetensors"))
     tailorc = str(Path(sys.executable).parent / "tailorc")
-    todo = jobs(root, mergekit, tailorc)
-    results: dict[str, list[tuple[float, int]]] = {k: [] for k in todo}
-    for _ in range(runs):
-        for name, (cmd, ok) in todo.items():  # alternate tools within each round
-            for d in ("cp-out", "out-mk", "out-tailor"):
-                shutil.rmtree(root / d, ignore_errors=True)
-            (root / "cp-out").mkdir()
-            results[name].append(run(cmd, root, ok))
-    return [(f"{size / 1e9:.2f} GB {dtype}", name, statistics.median(s[0] for s in samples),
-             max(s[1] for s in samples)) for name, samples in results.items()]
+    todo = {name: (cmd, {"cwd": root, "env": ENV, "ok": ok})
+            for name, (cmd, ok) in jobs(root, mergekit, tailorc).items()}
+    res = alternate(todo, runs, root, ("cp-out", "out-mk", "out-tailor"))
+    return [(f"{size / 1e9:.2f} GB {dtype}", name, wall, rss)
+            for name, (wall, rss) in res.items()]
 
 
 def print_table(rows: list[tuple]) -> None:
