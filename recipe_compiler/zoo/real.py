@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,21 +83,31 @@ def smollm2_checkpoint(cache_dir: Path | None = None) -> Path:
     stamp = {"gguf": source.name, "bytes": source.stat().st_size, "dtype": DTYPE}
     root = Path(cache_dir) if cache_dir is not None else default_cache()
     target = root / CHECKPOINT_NAME
-    if _stamp(target) == stamp:
-        return target
     root.mkdir(parents=True, exist_ok=True)
-    with _staging(root, CHECKPOINT_NAME) as tmp:
-        _convert(source, tmp)
-        (tmp / SOURCE_FILE).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-        if _stamp(target) == stamp:  # another process finished first: keep its copy
-            return target
-        _replace(tmp, target)
+    ensure_cached(target, stamp, lambda tmp: _convert(source, tmp))
     return target
 
 
-def _stamp(path: Path) -> dict | None:
+def ensure_cached(target: Path, stamp: dict, make: Callable[[Path], None],
+                  stamp_file: str = SOURCE_FILE) -> bool:
+    """Make the cached directory `target` with `make(tmp)` unless it already holds `stamp`
+    (in `stamp_file`, written last); True if it was made. Built beside the target and
+    renamed into place, so a cache is never half-written."""
+    if read_stamp(target, stamp_file) == stamp:
+        return False
+    with _staging(target.parent, target.name) as tmp:
+        make(tmp)
+        (tmp / stamp_file).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+        if read_stamp(target, stamp_file) == stamp:  # another process finished first
+            return False
+        _replace(tmp, target)
+    return True
+
+
+def read_stamp(path: Path, stamp_file: str = SOURCE_FILE) -> dict | None:
+    """What the cached directory `path` was made from; None if it is missing or unreadable."""
     try:
-        return json.loads((path / SOURCE_FILE).read_text(encoding="utf-8"))
+        return json.loads((path / stamp_file).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

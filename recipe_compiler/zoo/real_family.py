@@ -132,21 +132,12 @@ def family_tasks(out: Path, split: str = "test") -> list[Path]:
 
 
 def _ensure(target: Path, stamp: dict, make: Callable[[Path], None]) -> bool:
-    """Make `target` unless it holds `stamp`; True if it was made."""
-    if _read_stamp(target) == stamp:
-        return False
-    with real._staging(target.parent, target.name) as tmp:
-        make(tmp)
-        (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-        real._replace(tmp, target)
-    return True
+    """Make the family part `target` unless it holds `stamp`; True if it was made."""
+    return real.ensure_cached(target, stamp, make, STAMP)
 
 
 def _read_stamp(path: Path) -> dict | None:
-    try:
-        return json.loads((path / STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return real.read_stamp(path, STAMP)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
