@@ -174,25 +174,9 @@ class Evaluator:
             else:
                 units += [_Unit.branched([pair]) for pair in pairs]
             owned.append(range(first, len(units)))
-        # Rows: one unit each, or, sharing, units packed side by side up to the widest one
-        # (first fit, longest first), each seeing only itself.
         width = max(len(u.tokens) for u in units)
-        if self.share_contexts:
-            order = sorted(range(len(units)), key=lambda u: -len(units[u].tokens))
-        else:
-            order = list(range(len(units)))
-        rows_of: list[list[int]] = []
-        free: list[int] = []
-        for u in order:
-            n = len(units[u].tokens)
-            fit = next((r for r, f in enumerate(free) if f >= n), None) \
-                if self.share_contexts else None
-            if fit is None:
-                rows_of.append([])
-                free.append(width)
-                fit = len(rows_of) - 1
-            rows_of[fit].append(u)
-            free[fit] -= n
+        rows_of = _pack([len(u.tokens) for u in units], width) if self.share_contexts \
+            else [[u] for u in range(len(units))]
         ids = torch.zeros(len(rows_of), width, dtype=torch.long)
         mask = torch.zeros(len(rows_of), width, dtype=torch.long)
         group = torch.full((len(rows_of), width), -1, dtype=torch.long)  # -1: padding
@@ -397,6 +381,22 @@ class _Unit:
             branches += [0 if single else c] * len(cont)
             places += range(len(ctx), len(ctx) + len(cont))
         return _Unit(tuple(tokens), tuple(branches), tuple(places), tuple(options))
+
+
+def _pack(lengths: list[int], width: int) -> list[list[int]]:
+    """Units (by length) packed side by side into rows of `width`, first fit, longest first:
+    each row's unit indices, in their order along the row."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for u in sorted(range(len(lengths)), key=lambda u: -lengths[u]):
+        fit = next((r for r, f in enumerate(free) if f >= lengths[u]), None)
+        if fit is None:
+            rows.append([])
+            free.append(width)
+            fit = len(rows) - 1
+        rows[fit].append(u)
+        free[fit] -= lengths[u]
+    return rows
 
 
 def _packed_mask(group: torch.Tensor, branch: torch.Tensor, dtype) -> torch.Tensor:
