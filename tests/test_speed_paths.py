@@ -1,8 +1,8 @@
 """The fast paths of a build give the slow paths' bytes and warnings, bit for bit.
 
 Covers execute/fused.py (elementwise tasks slice by slice) against the whole-tensor path,
-the reader thread, and TIES trimming by `kthvalue` against mergekit's full sort. See
-docs/speed.md.
+execute/nptasks.py (the same in numpy, without torch) against fused.py, the reader
+thread, and TIES trimming by `kthvalue` against mergekit's full sort. See docs/speed.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from recipe_compiler.compiler.plan import Combine, Convert, Output, Read, Task
-from recipe_compiler.execute import _compute_whole, _Warnings, compute, fused
+from recipe_compiler.execute import _compute_whole, _Warnings, compute, fused, nptasks
 from recipe_compiler.execute.finite import maybe_nonfinite
 from recipe_compiler.execute.reader import Inputs
 from recipe_compiler.methods import _ops
@@ -66,6 +66,76 @@ def both_paths(t: Task, tensors: dict[Read, torch.Tensor]):
             out = _compute_whole(t, held, list(tensors), torch.device("cpu"), warnings)
         runs.append((out.view(-1).view(torch.uint8) if out.numel() else out, messages))
     return runs
+
+
+def numpy_path(t: Task, tensors: dict[Read, torch.Tensor]):
+    """The torch-free engine's bytes and warnings for `t`, from the same stored bytes."""
+    messages: list[str] = []
+    arrays = {r: x.view(-1).view(torch.uint8).numpy().view(nptasks.STORED[r.dtype])
+              .reshape(x.shape) for r, x in tensors.items()}
+    assert nptasks.capable(t)
+    out = nptasks.compute(t, arrays.__getitem__, {}, _Warnings(messages.append))
+    assert out.dtype == nptasks.STORED[t.out.dtype] and out.shape == t.out.shape
+    return torch.from_numpy(out.reshape(-1).view("u1").copy()), messages
+
+
+MERGES = [
+    ("linear", (("normalize", True),), False),
+    ("linear", (("normalize", False),), False),
+    ("task_arithmetic", (("normalize", False),), True),
+    ("task_arithmetic", (("normalize", True),), True),
+]
+
+
+@pytest.mark.parametrize("method,params,base", MERGES)
+@pytest.mark.parametrize("in_dtype", ["BF16", "F16", "F32"])
+@pytest.mark.parametrize("out_dtype", ["BF16", "F16", "F32"])
+@pytest.mark.parametrize("special", [False, True])
+def test_numpy_merge_equals_torch_path(method, params, base, in_dtype, out_dtype, special):
+    reads = [read(m, in_dtype) for m in ("a", "b", "c")]
+    tensors = {r: tensor(k, in_dtype, special and k == 1) for k, r in enumerate(reads)}
+    b = reads[2] if base else None
+    expr = Combine(method, tuple(reads[:2]), (0.7, 0.45), b, params, scale=0.9)
+    (fast, fast_msgs), _ = both_paths(task(expr, out_dtype), tensors)
+    got, msgs = numpy_path(task(expr, out_dtype), tensors)
+    assert torch.equal(got, fast)  # NaN bytes included
+    assert msgs == fast_msgs
+
+
+@pytest.mark.parametrize("in_dtype", ["BF16", "F16", "F32"])
+@pytest.mark.parametrize("out_dtype", ["BF16", "F16", "F32"])
+@pytest.mark.parametrize("scale", [None, 1e3, 3e36])
+def test_numpy_conversion_equals_torch_path(in_dtype, out_dtype, scale):
+    r = read("a", in_dtype)
+    tensors = {r: tensor(3, in_dtype, False) * (100 if in_dtype != "F16" else 1)}
+    t = task(Convert(r, scale), out_dtype)
+    (fast, fast_msgs), _ = both_paths(t, tensors)
+    got, msgs = numpy_path(t, tensors)
+    assert torch.equal(got, fast)
+    assert msgs == fast_msgs  # overflow to inf at the larger scales: one warning
+
+
+def test_numpy_bfloat16_rounding_is_torchs_on_every_kind_of_value():
+    g = torch.Generator().manual_seed(0)
+    bits = torch.randint(-2**31, 2**31, (1_000_000,), generator=g, dtype=torch.int64)
+    edges = [0x7F7F7FFF, 0x7F7F8000, 0x7F800000, 0x7F800001, 0xFF800001, 0x00008000,
+             0x00018000, 0x80007FFF, 0x3F808000, 0x3F818000, 0xFFFFFFFF, 0x7FC00000]
+    bits = torch.cat([bits, torch.tensor(edges, dtype=torch.int64)])
+    x = bits.to(torch.int32).view(torch.float32)  # NaN, inf, subnormal, ties to even
+    r = Read("a", "w", "/a.safetensors", 0, 4 * x.numel(), "F32", (x.numel(),))
+    t = Task(Output("out", "BF16", (x.numel(),), 0, 0, 2 * x.numel()), Convert(r))
+    got, _ = numpy_path(t, {r: x})
+    assert torch.equal(got, x.to(torch.bfloat16).view(-1).view(torch.uint8))
+
+
+def test_numpy_engine_takes_only_what_it_computes_exactly():
+    a, b = read("a", "BF16"), read("b", "BF16")
+    assert nptasks.capable(task(Combine("linear", (a, b), (1, 1), None, (("normalize", True),)),
+                                "BF16"))
+    ties = Combine("ties", (a, b), (1, 1), read("c", "BF16"),
+                   (("density", 0.5), ("normalize", True)))
+    assert not nptasks.capable(task(ties, "BF16"))  # not elementwise
+    assert not nptasks.capable(task(Convert(a), "F64"))
 
 
 @pytest.mark.parametrize("method,params,base", [
@@ -162,3 +232,48 @@ def test_reader_thread_reads_the_same_bytes_and_reports_short_files(tmp_path):
             inputs.read(short)
     finally:
         inputs.close()
+
+
+NUMPY_RECIPE = """
+model base = "fam/base"
+model math = "fam/math"
+model code = "fam/code"
+{dtype}
+slot 0 = take(base)
+slot 1 = merge(math, code, weights=[0.6, 0.4], method=linear)
+slot 2 = merge(math, code, weights=[0.5, 0.3], method=task_arithmetic, layer=2)
+slot 3 = take(code, scale=0.5)
+slot 4 = merge(math, code, method=linear, normalize=false, scale=0.9)
+"""
+
+
+@pytest.mark.parametrize("dtype", ["", "dtype = bfloat16", "dtype = float16"])
+def test_cpu_merge_build_skips_torch_and_writes_torchs_bytes(family_root, tmp_path, dtype):
+    import os
+    import subprocess
+    import sys
+
+    from recipe_compiler.compiler.check import load_and_check
+    from recipe_compiler.compiler.plan import lower
+    from recipe_compiler.execute import execute, numpy_engine
+    from recipe_compiler.language.parser import parse
+
+    path = family_root / f"numpy-{len(dtype)}.tr"
+    path.write_text(NUMPY_RECIPE.format(dtype=dtype))
+    out = tmp_path / "np"
+    code = ("import sys; from recipe_compiler.cli import main; rc = main(['build', "
+            f"{str(path)!r}, '-o', {str(out)!r}]); assert rc == 0, rc; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    recipe = parse(path.read_text(), str(path))
+    models, diags = load_and_check(recipe, require_closed=True)
+    plan = lower(recipe, models)
+    assert numpy_engine(plan, "cpu") and not numpy_engine(plan, "cpu", "torch")
+    (tmp_path / "torch").mkdir()
+    execute(plan, tmp_path / "torch", engine="torch")
+    for shard in plan.shards:
+        assert (out / shard.file_name).read_bytes() == \
+            (tmp_path / "torch" / shard.file_name).read_bytes()

@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest output shard (default: 5GB)")
     b.add_argument("--device", default=None, metavar="DEV",
                    help="where merges are computed: cpu or cuda (default: cuda if available)")
+    b.add_argument("--engine", choices=("auto", "torch", "numpy"), default="auto",
+                   help="what computes merges on the CPU (the same bytes either way): numpy "
+                        "for conversions and linear or task-arithmetic merges, which spares "
+                        "starting torch; torch for everything (default: auto, numpy when "
+                        "it can)")
     b.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     c = command("check", "check a recipe against its models' headers (reads no weights)")

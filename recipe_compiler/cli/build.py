@@ -23,6 +23,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from recipe_compiler.compiler.listing import human_bytes, human_count
     from recipe_compiler.compiler.plan import Copy, lower
+    from recipe_compiler.execute import numpy_engine
     from recipe_compiler.execute.output import OutputError, check_output, write_checkpoint
 
     recipe, models, _ = checked(args.recipe, require_closed=True)
@@ -31,7 +32,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     except OutputError as exc:
         raise UserError(str(exc)) from None
     plan = lower(recipe, models, shard_size=args.shard_size)
-    device = pick_device(args.device, needed=not all(isinstance(t.expr, Copy) for t in plan.tasks))
+    device = pick_device(args.device, needed=args.engine == "torch" or not all(
+        isinstance(t.expr, Copy) for t in plan.tasks))
+    try:
+        numpy_engine(plan, device, args.engine)
+    except ValueError as exc:
+        raise UserError(f"--engine numpy: {exc}") from None
     started = time.perf_counter()
     columns = (TextColumn("building"), BarColumn(), MofNCompleteColumn(),
                TextColumn("tensors"), DownloadColumn(), TransferSpeedColumn(),
@@ -44,7 +50,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         try:
             write_checkpoint(recipe, plan, args.output, force=args.force, device=device,
-                             on_progress=on_progress,
+                             on_progress=on_progress, engine=args.engine,
                              on_warning=lambda m: err.print(f"tailorc: warning: {m}",
                                                             markup=False))
         except OutputError as exc:

@@ -19,6 +19,8 @@ class UserError(Exception):
 def pick_device(requested: str | None, needed: bool = True) -> str:
     if not needed and requested in (None, "cpu"):
         return "cpu"  # a take/drop build computes nothing: skip importing torch
+    if requested == "cpu" or (requested is None and not _maybe_gpu()):
+        return "cpu"  # asking torch would cost 2 s of import (a CPU merge may not need it)
     import torch
 
     if requested is None:
@@ -28,3 +30,15 @@ def pick_device(requested: str | None, needed: bool = True) -> str:
     if not (requested == "cpu" or requested.startswith("cuda")):
         raise UserError(f"unknown device {requested!r} (use cpu or cuda)")
     return requested
+
+
+def _maybe_gpu() -> bool:
+    """False only when this machine surely has no GPU torch could use: Linux without the
+    device files of NVIDIA's or AMD's drivers. Anywhere else, ask torch."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd",
+                                           "/dev/dxg"))

@@ -16,7 +16,9 @@ predicted peak; held inputs stay in their stored dtype. On the CPU, elementwise 
 (conversions, linear, task arithmetic) run slice by slice from the stored bytes to the
 output dtype (fused.py), bit for bit the float32 arithmetic of the whole-tensor path, with
 the slices shared out among `torch.get_num_threads()` threads; a writer thread writes each
-result while the next task computes (writer.py).
+result while the next task computes (writer.py). A CPU build whose every computing task is
+a conversion or a linear or task-arithmetic merge runs those slices in numpy instead
+(nptasks.py), the same bytes without the 2 s of starting torch.
 
 Non-finite values (NaN, inf) are reported as warnings naming the tensor, never errors (a
 model may hold them on purpose, e.g. masks): every floating-point input a task computes
@@ -45,7 +47,7 @@ from recipe_compiler.compiler.plan import (
     Task,
     task_memory,
 )
-from recipe_compiler.execute import fused
+from recipe_compiler.execute import fused, nptasks
 from recipe_compiler.execute.finite import (
     NONFINITE_DTYPES,
     count_nonfinite_bytes,
@@ -177,9 +179,9 @@ class _ReadAhead:
     """Which inputs to read while a task computes: those of the next computing task, when
     they fit beside what this task holds within the plan's predicted peak memory."""
 
-    def __init__(self, plan: Plan, device: torch.device | None):
+    def __init__(self, plan: Plan, cpu: bool):
         self.tasks, self.peak = plan.tasks, plan.peak_bytes
-        self.cpu = device is not None and device.type == "cpu"
+        self.cpu = cpu  # computing on the CPU: elementwise tasks run slice by slice
         self.next: dict[int, int] = {}
         following = None
         for k in range(len(plan.tasks) - 1, -1, -1):
@@ -207,18 +209,37 @@ class _ReadAhead:
         return sum(r.nbytes for r in reads) + 2 * task.out.nbytes + slices
 
 
+ENGINES = ("auto", "torch", "numpy")
+
+
+def numpy_engine(plan: Plan, device: str, engine: str = "auto") -> bool:
+    """Whether the plan runs on the torch-free engine (nptasks.py): on the CPU, when every
+    task is a copy or one it computes (``engine="auto"``), or always (``"numpy"``, which
+    raises ValueError for a plan it cannot run)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} (use {', '.join(ENGINES)})")
+    able = device == "cpu" and all(isinstance(t.expr, Copy) or nptasks.capable(t)
+                                   for t in plan.tasks)
+    if engine == "numpy" and not able:
+        raise ValueError("the numpy engine runs on the CPU, and only conversions and "
+                         "linear or task-arithmetic merges of float32/float16/bfloat16")
+    return able and engine != "torch" and not all(isinstance(t.expr, Copy)
+                                                   for t in plan.tasks)
+
+
 def execute(plan: Plan, out_dir: Path, *, device: str = "cpu",
             on_progress: ProgressFn | None = None, on_warning: WarnFn | None = None,
-            check_copies: bool = True) -> int:
+            check_copies: bool = True, engine: str = "auto") -> int:
     """Write the plan's shards into `out_dir`; return the number of warnings given. On
     error, files may be partial: the caller builds into a temporary directory and removes it
-    (see output.py)."""
-    dev = _device(plan, device)
+    (see output.py). `engine`: see `numpy_engine`; both give the same bytes."""
+    lite = numpy_engine(plan, device, engine)
+    dev = None if lite else _device(plan, device)
     inputs, shards, warnings = _Inputs(), None, _Warnings(on_warning)
     try:
         shards = _ShardFiles(plan, out_dir)
         held: dict[Read, torch.Tensor] = {}
-        ahead = _ReadAhead(plan, dev)
+        ahead = _ReadAhead(plan, lite or (dev is not None and dev.type == "cpu"))
         if check_copies:  # the scans run ahead of the copies, in their own thread
             inputs.scan_ahead([t.expr.src for t in plan.tasks if isinstance(t.expr, Copy)])
         for k, task in enumerate(_with_progress(plan, on_progress)):
@@ -229,7 +250,10 @@ def execute(plan: Plan, out_dir: Path, *, device: str = "cpu",
                 shards.copy(task.out, src, inputs)
             else:
                 ahead.start(k, inputs)
-                out = compute(task, inputs, held, dev, warnings)
+                if lite:
+                    out = nptasks.compute(task, inputs.read_array, held, warnings)
+                else:
+                    out = compute(task, inputs, held, dev, warnings)
                 shards.write_later(task.out, out)
             held = {r: held[r] for r in task.keep if r in held}
         shards.close()

@@ -119,7 +119,8 @@ def relocate(recipe: Recipe, out: Path) -> Recipe:
 
 def write_checkpoint(recipe: Recipe, plan: Plan, out: Path, *, force: bool = False,
                      device: str = "cpu", on_progress: ProgressFn | None = None,
-                     on_warning: WarnFn | None = None, check_copies: bool = True) -> None:
+                     on_warning: WarnFn | None = None, check_copies: bool = True,
+                     engine: str = "auto") -> None:
     clean_stale(out)  # first: it may put back an OUT that a killed --force build moved
     check_output(recipe, out, force=force)
     try:
@@ -131,7 +132,7 @@ def write_checkpoint(recipe: Recipe, plan: Plan, out: Path, *, force: bool = Fal
     try:
         _mkdir(tmp)
         execute(plan, tmp, device=device, on_progress=on_progress, on_warning=on_warning,
-                check_copies=check_copies)
+                check_copies=check_copies, engine=engine)
         _write_metadata(recipe, plan, tmp, out)
         _fsync_dir(tmp)  # the files' directory entries, before the rename publishes them
         _swap_into_place(tmp, out, force=force)

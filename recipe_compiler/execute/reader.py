@@ -1,7 +1,8 @@
 """Reading input tensors, with one reader thread that reads ahead.
 
 Consumes: `Read`s (byte ranges of safetensors files). Produces: CPU tensors of the stored
-dtype, exactly the stored bytes, and counts of non-finite values on disk (for byte copies).
+dtype (or numpy arrays, for the torch-free engine), exactly the stored bytes, and counts
+of non-finite values on disk (for byte copies).
 
 `prefetch(reads)` hands reads to a background thread, which fills their buffers while the
 caller computes (`os.preadv` releases the GIL); `read(r)` then waits for that buffer
@@ -71,9 +72,24 @@ class Inputs:
                              "cannot compute with (it can only copy it unchanged)")
         if r.nbytes == 0:
             return torch.empty(r.shape, dtype=dtype)
+        return torch.frombuffer(self._take(r), dtype=dtype).reshape(r.shape)
+
+    def read_array(self, r: Read):
+        """The tensor as a numpy array of its stored bytes (bfloat16 as uint16), for the
+        torch-free engine (nptasks.py), which takes only float32/float16/bfloat16."""
+        import numpy as np
+
+        from recipe_compiler.execute.nptasks import STORED
+
+        dtype = STORED[r.dtype]
+        if r.nbytes == 0:
+            return np.empty(r.shape, dtype=dtype)
+        return np.frombuffer(self._take(r), dtype=dtype).reshape(r.shape)
+
+    def _take(self, r: Read) -> bytearray:
+        """The bytes of `r`: those the reader thread read ahead, else read now."""
         ahead = self.pending.pop(r, None)
-        buf = ahead.result() if ahead is not None else self._bytes(r, self.fd(r.file))
-        return torch.frombuffer(buf, dtype=dtype).reshape(r.shape)
+        return ahead.result() if ahead is not None else self._bytes(r, self.fd(r.file))
 
     @staticmethod
     def _bytes(r: Read, fd: int) -> bytearray:

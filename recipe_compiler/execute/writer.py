@@ -23,7 +23,12 @@ if TYPE_CHECKING:
     import torch
 
 
-def tensor_bytes(t: torch.Tensor) -> memoryview:
+def tensor_bytes(t) -> memoryview:
+    """The bytes of a CPU tensor, or of a numpy array (the torch-free engine's results)."""
+    if not hasattr(t, "is_floating_point"):  # a numpy array: no torch needed
+        from recipe_compiler.execute.nptasks import stored_bytes
+
+        return stored_bytes(t)
     import torch
 
     flat = t.contiguous().reshape(-1)

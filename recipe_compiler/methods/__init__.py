@@ -90,6 +90,10 @@ class Method:
     mergekit: str | None = None
     mergekit_form: str = "task_vector"
     mergekit_fixed: tuple[tuple[str, object], ...] = ()
+    # The formula in numpy on float32 slices, `(xs, base, params, out, tmp) -> out`, for an
+    # elementwise method: builds whose merges all have one skip importing torch
+    # (execute/nptasks.py). The same float32 operations in the same order as `formula`.
+    numpy_formula: Callable | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)

@@ -17,6 +17,16 @@ def formula(xs: list, base: object, p: Mapping[str, object]):
     return out.div_(total) if p["normalize"] and total != 0 else out
 
 
+def numpy_formula(xs: list, base: object, p: Mapping[str, object], out, tmp):
+    """`formula` in numpy, op for op (execute/nptasks.py): writes into `out`."""
+    from recipe_compiler.methods import _np_ops
+
+    w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
+    _np_ops.weighted_sum(xs, w, out, tmp)
+    total = sum(w)
+    return _np_ops.divide(out, total) if p["normalize"] and total != 0 else out
+
+
 # Each output entry depends only on the inputs' entries at the same position: the executor
 # may run the formula on slices of the tensors (execute/fused.py), with the same result.
 formula.elementwise = True  # type: ignore[attr-defined]
@@ -26,6 +36,7 @@ METHOD = Method(
     summary="sum(w_i x_i) / sum(w_i)   (no division with normalize=false)",
     params=(weights(required=False), normalize(True)),
     formula=formula,
+    numpy_formula=numpy_formula,
     tunable=("weights",),
     mergekit="linear",
     mergekit_form="weighted",

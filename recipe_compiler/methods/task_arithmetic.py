@@ -19,6 +19,20 @@ def formula(xs: list, base, p: Mapping[str, object]):
     return base + delta
 
 
+def numpy_formula(xs: list, base, p: Mapping[str, object], out, tmp):
+    """`formula` in numpy, op for op (execute/nptasks.py): writes into `out`."""
+    import numpy as np
+
+    from recipe_compiler.methods import _np_ops
+
+    w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
+    _np_ops.weighted_sum(xs, w, out, tmp, minus=base)
+    total = sum(w)
+    if p["normalize"] and total != 0:
+        _np_ops.divide(out, total)
+    return np.add(base, out, out=out)
+
+
 # Each output entry depends only on the inputs' entries at the same position: the executor
 # may run the formula on slices of the tensors (execute/fused.py), with the same result.
 formula.elementwise = True  # type: ignore[attr-defined]
@@ -28,6 +42,7 @@ METHOD = Method(
     summary="b + sum(w_i (x_i - b)), b = the base model's layer   (/ sum(w_i) with normalize)",
     params=(weights(required=True), normalize(False)),
     formula=formula,
+    numpy_formula=numpy_formula,
     needs_base=True,
     tunable=("weights",),
     mergekit="task_arithmetic",
