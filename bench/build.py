@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/tailor-bench"))
     ap.add_argument("--scale", type=float, default=1.0, help="multiply model sizes")
     args = ap.parse_args()
-    small = max(2, int(12 * args.scale))
+    small = max(4, int(12 * args.scale))  # the prune recipe drops a quarter: 1 layer at 4
     rows = []
     for layers in (small, 3 * small + 6):  # the larger one has ~3x the bytes
         rows += bench_family(args.work / f"L{layers}", layers, args.runs)
