@@ -121,6 +121,40 @@ def test_shared_contexts_score_what_separate_rows_score(space_file):
         assert one["text"] == pytest.approx(two["text"], rel=1e-6)
 
 
+def test_prob_metric_is_the_right_choices_share_of_probability(space_file):
+    """`metric = prob`: each multiple-choice item scores the softmax of its choices'
+    log-likelihoods (as eval computes them) at the right one; generation items keep exact
+    match; and the checker refuses other metrics."""
+    from transformers import AutoTokenizer
+
+    from recipe_compiler.evaluate.loglik import loglikelihoods
+    from recipe_compiler.execute.assemble import assemble
+
+    p = prepare(space_file, {"metric": "prob"})
+    assert p.space.settings.metric == "prob"
+    ev, acc = make_evaluator(p), make_evaluator(prepare(space_file, {}))
+    tok = AutoTokenizer.from_pretrained(p.models["base"].path)
+    recipe = decode(p.space, random_genome(p.space, random.Random(5)))
+    got, plain = ev.scores(recipe, 1), acc.scores(recipe, 1)
+    model = assemble(recipe, p.models)
+    limit = ev.rungs[1]
+    for task in ev.tasks:
+        if task.kind != "mc":
+            assert got[task.name] == plain[task.name]
+            continue
+        items = task.items[:limit]
+        lls = loglikelihoods(model, tok, [(i.context, c) for i in items for c in i.choices])
+        want, at = [], 0
+        for item in items:
+            row = torch.tensor(lls[at:at + len(item.choices)], dtype=torch.float64)
+            at += len(item.choices)
+            want.append(torch.softmax(row, 0)[item.gold].item())
+        assert got[task.name] == pytest.approx(sum(want) / len(want), abs=1e-4), task.name
+        assert 0 < got[task.name] < 1 and got[task.name] != plain[task.name]
+    _, diags = read_settings(parse('model a = "x"\nslot 0 = ?\nsearch { metric = f1 }', "s.tr"))
+    assert [d.message for d in diags] == ["search setting 'metric' must be acc or prob"]
+
+
 def test_fast_fitness_matches_the_evaluator(space_file):
     from transformers import AutoTokenizer
 

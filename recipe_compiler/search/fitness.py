@@ -102,7 +102,7 @@ class Evaluator:
                  dtype: str = "float32", batch_size: int = 32, rungs: tuple[int, ...] = (100,),
                  max_memory: int | None = None, caches: bool = True,
                  objective: Objective | None = None, texts: bool = False,
-                 share_contexts: bool | None = None):
+                 share_contexts: bool | None = None, metric: str = "acc"):
         self.recipe, self.models, self.device = recipe, models, torch.device(device)
         # One row per multiple-choice item (see the module docstring); off with the caches
         # unless asked, so that "caches off" is the plain row-per-choice evaluation.
@@ -122,6 +122,7 @@ class Evaluator:
                                                 self.task_weights)
         self.rungs = rungs
         self.caches = caches
+        self.metric = metric  # "acc" or "prob", for multiple-choice items (Settings.metric)
         self.stats = CacheStats()
         self._scores: dict[tuple, dict[str, float]] = {}
         self.failures: list[tuple[Recipe, str]] = []  # candidates that could not be scored
@@ -316,7 +317,8 @@ class Evaluator:
                 count[batch.task] += 1
                 if fa is None:  # multiple choice: the most likely continuation, as eval
                     lls = [sum(picked[lo:hi]) for lo, hi in item_targets]
-                    right[batch.task] += argmax(lls) == gold
+                    right[batch.task] += (argmax(lls) == gold if self.metric == "acc"
+                                          else _choice_probability(lls, gold))
                     continue
                 lo, hi = item_targets[0]
                 verdict = greedy_verdict(self.tokenizer, fa, best[lo:hi],
@@ -352,6 +354,16 @@ class Evaluator:
 
     def fitness(self, scores: dict[str, float]) -> float:
         return self.objective(scores)
+
+
+def _choice_probability(lls: list[float], gold: int) -> float:
+    """The right choice's share of the probability the model puts on all the choices (a
+    softmax over their summed log-likelihoods): 0.25 for a model guessing among 4, 1 for a
+    sure one. It moves with every item's confidence, where accuracy moves by whole items, so
+    it ranks candidates near chance on a few hundred items with less noise."""
+    top = max(lls)
+    weights = [math.exp(x - top) for x in lls]
+    return weights[gold] / sum(weights)
 
 
 @dataclass(frozen=True)

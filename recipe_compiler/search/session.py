@@ -97,7 +97,7 @@ def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True,
                          device=device, dtype=s.dtype or default_dtype(device),
                          batch_size=s.batch_size, rungs=all_rungs(s), max_memory=s.max_memory,
                          caches=caches, objective=objective, texts=texts,
-                         share_contexts=share_contexts)
+                         share_contexts=share_contexts, metric=s.metric)
     except (OSError, ValueError) as exc:  # no tokenizer, an architecture the search can't run
         raise EvolveError(first_line(exc)) from None
 

@@ -56,6 +56,9 @@ class Settings:
     batch_size: int = 32
     dtype: str | None = None  # compute dtype; None: float32 on cpu, bfloat16 on cuda
     fitness: str = "mean"  # "mean" of task scores, or "retention" vs each task's best model
+    # a multiple-choice item's score: "acc" (1 if the right choice is the likeliest, as eval
+    # reports) or "prob" (the probability on the right choice, normalised over the choices)
+    metric: str = "acc"
     min_task_retention: float | None = None  # floor, as a share of the dense base's score
     ppl_weight: float = 0.0  # weight of the text-perplexity term (needs a .txt task)
     final_limit: int | None = None  # re-score the finalists on this many items per task
@@ -127,6 +130,7 @@ INT_BOUNDS = {
     "tune_weights": (0, 10**7),
 }
 FITNESS = ("mean", "retention")
+METRICS = ("acc", "prob")
 OBJECTIVES = (("score",), ("score", "size"))
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -259,6 +263,8 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
                 values[key] = float(v)
     elif key == "fitness":
         _choice(s, FITNESS, _either(FITNESS), values, diags)
+    elif key == "metric":
+        _choice(s, METRICS, _either(METRICS), values, diags)
     elif key in ("warm_start", "crossover", "mutation", "ppl_weight"):
         v = _number(s, diags, low=0)
         if v is not None:
