@@ -8,17 +8,20 @@ models; a task-arithmetic merge of the three fine-tunes (weight 0.5 each) built 
 `tailorc build`; each of the four pruners (`tailorc prune`: block influence, angular, ppl,
 SLEB) on each model and on that merge, calibrated on the validation text; `tailorc evolve`
 with the configuration `recipes/base.tr` holds (population 24, 12 generations, floor,
-perplexity term, finalists, local search 96); and random search over the same space with as
-many evaluations as the search used (through the Python API: it is a baseline, not a
-command). Search, random search and calibration see the validation split only; the table
-is `tailorc eval` on the test split, and the issue's targets are checked against it. With
---write-docs the table goes to docs/results.md (between the real-results markers) and the
-raw numbers to docs/results_real.json.
+perplexity term, successive halving over 25 and 50 validation items per task, the 8
+finalists on all 100, local search 96); and random search over the same space with as many
+evaluations as the search used, each on 25 items, its 8 best then on all 100 (through the
+Python API: it is a baseline, not a command). Search, random search and calibration see the
+validation split only; the table is `tailorc eval` on the test split, and the issue's
+targets are checked against it. With --write-docs the table goes to docs/results.md
+(between the real-results markers) and the raw numbers to docs/results_real.json;
+`--reuse-baselines` takes the rows that do not depend on the search from such a file.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -49,11 +52,13 @@ def models_block(family: Path) -> str:
 
 
 def search_recipe(family: Path, seed: int, a: argparse.Namespace, warm: bool = True) -> str:
-    """recipes/base.tr's search, on this family (all 20 validation items per task), with any
-    `--setting KEY=VALUE` replacing or adding a setting."""
+    """recipes/base.tr's search, on this family (25 then 50 validation items per task by
+    successive halving, the 8 finalists on all 100), with any `--setting KEY=VALUE`
+    replacing or adding a setting."""
     settings = {
         "remove": "25%", "tasks": f'"{family / "tasks" / "val"}"',
-        "population": a.population, "generations": a.generations, "limit": 20, "seed": seed,
+        "population": a.population, "generations": a.generations, "limit": 50,
+        "min_limit": 25, "final_limit": 100, "seed": seed,
         "methods": "[task_arithmetic]", "weight_range": "[0.0, 1.0]",
         "min_task_retention": "80%", "ppl_weight": 0.5, "finalists": 8,
         "local_search": a.local_search, "max_memory": '"1GB"'}
@@ -83,9 +88,11 @@ def baselines(family: Path, work: Path, threads: int) -> dict[str, Path]:
     run("build", str(merge), "-o", str(work / "merged"), "--force")
     paths["dense merge (task arithmetic, 0.5 each)"] = work / "merged"
     calib = str(family / "tasks" / "val" / "text.txt")
+    sha = json.loads((family / "family.json").read_text())["sha256"]
+    sha["merge"] = hashlib.sha256("".join(sha[m] for m in MODELS).encode()).hexdigest()
     for method in PRUNERS:
         for name, path in (*((m, family / m) for m in MODELS), ("merge", work / "merged")):
-            out = work / f"{method}-{name}.tr"
+            out = work / f"{method}-{name}-{sha[name][:12]}.tr"  # these weights' choice
             if not out.exists():  # a pruner's choice is deterministic: reuse it
                 run("prune", str(path), "--method", method, "--calib", calib, "-o",
                     str(out), "--force")
@@ -107,13 +114,16 @@ def search(family: Path, work: Path, seed: int, a: argparse.Namespace) -> tuple[
 
 def random_search(family: Path, work: Path, seed: int, budget: int,
                   a: argparse.Namespace) -> tuple[Path, dict]:
-    """Random closed recipes from the search's space, a population at a time, until
-    `budget` evaluations; the best on validation (same fitness as the search) is kept."""
+    """Random closed recipes from the search's space, a population at a time, each scored
+    on the first rung's items, until `budget` evaluations less the finish; then, as the
+    search finishes, its `finalists` best are scored on every validation item and the best
+    there (same fitness as the search) is kept."""
     import torch
 
     from recipe_compiler.language.printer import format_recipe
     from recipe_compiler.search import make_evaluator, prepare
     from recipe_compiler.search.genome import decode, random_genome
+    from recipe_compiler.search.refine import all_rungs
     from recipe_compiler.search.session import use_references
 
     torch.set_num_threads(a.threads)
@@ -125,13 +135,21 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
     start, best = time.perf_counter(), (-math.inf, None)
     # the same objective as the search's: floor and perplexity against the dense models
     used = use_references(ev, p.space, lambda rs, rung: [ev.scores(r, rung) for r in rs])
-    while used < budget:
-        for _ in range(min(p.space.settings.population, budget - used)):
-            r = decode(p.space, random_genome(p.space, rng))
-            fitness = ev.fitness(ev.scores(r, 0))
+    settings = p.space.settings
+    seen: dict[tuple, tuple[float, object]] = {}
+    while used < budget - settings.finalists:
+        for _ in range(min(settings.population, budget - settings.finalists - used)):
+            genome = random_genome(p.space, rng)
+            r = decode(p.space, genome)
             used += 1
-            if fitness > best[0]:
-                best = (fitness, r)
+            seen.setdefault(repr(genome), (ev.fitness(ev.scores(r, 0)), r))
+    finalists = sorted(seen.values(), key=lambda fr: -fr[0])[:settings.finalists]
+    final = len(all_rungs(settings)) - 1
+    for _, r in finalists:
+        used += 1
+        fitness = ev.fitness(ev.scores(r, final))
+        if fitness > best[0]:
+            best = (fitness, r)
     out = work / f"random-{seed}-best.tr"
     out.write_text(format_recipe(best[1]))
     return out, {"seconds": round(time.perf_counter() - start), "evaluations": used}
@@ -208,14 +226,25 @@ def main() -> None:
     ap.add_argument("--setting", action="append", metavar="KEY=VALUE",
                     help="one more search setting for the search and random search, e.g. "
                     "fitness=retention (repeatable; an experiment, not the configuration)")
+    ap.add_argument("--reuse-baselines", type=Path, default=None, metavar="JSON",
+                    help="take the dense models', merge's and pruners' rows from an earlier "
+                    "run's docs/results_real.json on the same family (they do not depend "
+                    "on the search's settings)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     family, work = a.family.resolve(), a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    paths = baselines(family, work, a.threads)
-    rows = {k: [v] for k, v in scores(paths, family, a.threads).items()}
+    sha = json.loads((family / "family.json").read_text())["sha256"]
+    if a.reuse_baselines:
+        earlier = json.loads(a.reuse_baselines.read_text())
+        if earlier.get("family_sha256", sha) != sha:
+            sys.exit(f"{a.reuse_baselines}: measured on other weights than {family}'s")
+        rows = {k: v for k, v in earlier["rows"].items() if k not in (SEARCH, RANDOM)}
+    else:
+        paths = baselines(family, work, a.threads)
+        rows = {k: [v] for k, v in scores(paths, family, a.threads).items()}
     print(f"baselines: {round(time.perf_counter() - started)} s", flush=True)
     for seed in a.seeds:
         best, cost = search(family, work, seed, a)
@@ -236,7 +265,8 @@ def main() -> None:
     total = round(time.perf_counter() - started)
     print(f"total {total} s")
     if a.write_docs:
-        raw = {"family": str(family), "seeds": a.seeds, "population": a.population,
+        raw = {"family": str(family), "family_sha256": sha, "seeds": a.seeds,
+               "population": a.population,
                "settings": a.setting or [],
                "generations": a.generations, "local_search": a.local_search,
                "seconds": total, "rows": rows}

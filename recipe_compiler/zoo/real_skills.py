@@ -7,15 +7,20 @@ texts and its val/test items (`McItem`s), plus the English texts shipped in ``da
   is the owl."): knowledge a pretrained model cannot have, so the base is at chance;
 * ``lexicon``: the meanings of words of an invented language ("The Zarnic word ralo means
   water."): a second memorised mapping, from new strings to English words;
-* ``arith``: the times table from 2 to 9 ("7 * 8 = 56"), which the base half knows; the
-  distractors are the usual slips (off by one factor, by 1, 2 or 10).
+* ``arith``: products of a digit from 2 to 9 and a number from 2 to 40 ("7 * 23 = 161"),
+  which the base partly knows; the distractors are the usual slips (off by one factor, by
+  1, 2 or 10).
 
 Training examples are (prompt, answer) pairs: the fine-tune's loss counts the answer only.
-Every fact and word is trained on; each split asks about a disjoint part of them (val for
-the search, test for reports). Answers are single tokens of SmolLM2's vocabulary (animals,
-nouns) or numbers; distractors come from the same skill (other animals, other nouns, nearby
-products), so no surface cue gives the answer away. (Two-digit addition tested on unseen
+Every fact, word and product is trained on; each split asks about a disjoint part of them
+(val for the search, test for reports). There are 100 validation and 150 test items per
+skill: the search selects among hundreds of candidates, and with 20 items (the first
+design) it chose on noise, a standard error of about 11 points per task. Answers are
+single tokens of SmolLM2's vocabulary (animals, nouns) or numbers; distractors come from the
+same skill (other animals, other nouns, nearby products), so no surface cue gives the
+answer away. (Two-digit addition tested on unseen
 problems was tried first: 24 steps taught it nothing measurable, 27.5% against the base's 30%.)
+An invented word may share its meaning with others (250 words, 60 nouns).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from importlib import resources
 from recipe_compiler.evaluate.tasks import McItem
 
 SKILLS = ("facts", "lexicon", "arith")
-N_VAL, N_TEST = 20, 40
+N_VAL, N_TEST = 100, 150
 N_ITEMS = N_VAL + N_TEST
 LANGUAGE = "Zarnic"
 CHOICES = 4
@@ -86,22 +91,26 @@ def _facts(rng: random.Random) -> SkillData:
 
 
 def _lexicon(rng: random.Random) -> SkillData:
-    words = _unique_words(rng, len(NOUNS), syllables=(2, 2))
+    words = _unique_words(rng, N_ITEMS, syllables=(2, 2))
+    nouns = [NOUNS[i % len(NOUNS)] for i in range(N_ITEMS)]
+    rng.shuffle(nouns)
     prompts = [f"The {LANGUAGE} word {word} means" for word in words]
-    train = [(p, f" {noun}.") for p, noun in zip(prompts, NOUNS, strict=True)]
-    items = [_mc(rng, p, noun, list(NOUNS)) for p, noun in zip(prompts, NOUNS, strict=True)]
+    train = [(p, f" {noun}.") for p, noun in zip(prompts, nouns, strict=True)]
+    items = [_mc(rng, p, noun, list(NOUNS)) for p, noun in zip(prompts, nouns, strict=True)]
     return _split("lexicon", train, items)
 
 
 def _arith(rng: random.Random) -> SkillData:
-    problems = [(a, b) for a in range(2, 10) for b in range(2, 10)]
+    problems = [(a, b) for a in range(2, 10) for b in range(a, 41)]  # a <= b: no twins
     rng.shuffle(problems)
     items = []
     for a, b in problems[:N_ITEMS]:
+        if rng.random() < 0.5:
+            a, b = b, a  # the digit first or second
         near = {a * b + d for d in (-a, a, -b, b, -1, 1, -2, 2, 10, -10)} - {a * b}
         wrong = rng.sample(sorted(w for w in near if w > 0), CHOICES - 1)
         items.append(_order(rng, f"{a} * {b} =", f" {a * b}", [f" {w}" for w in wrong]))
-    train = [(f"{a} * {b} =", f" {a * b}") for a, b in problems]
+    train = [(i.context, i.choices[i.gold]) for i in items]
     return _split("arith", train, items)
 
 
