@@ -230,6 +230,9 @@ def main() -> None:
                     help="take the dense models', merge's and pruners' rows from an earlier "
                     "run's docs/results_real.json on the same family (they do not depend "
                     "on the search's settings)")
+    ap.add_argument("--baselines-only", action="store_true",
+                    help="score the baselines, print them, save them to WORK/baselines.json "
+                    "(for --reuse-baselines) and stop")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
@@ -246,6 +249,25 @@ def main() -> None:
         paths = baselines(family, work, a.threads)
         rows = {k: [v] for k, v in scores(paths, family, a.threads).items()}
     print(f"baselines: {round(time.perf_counter() - started)} s", flush=True)
+    if a.baselines_only:
+        seconds = (earlier.get("seconds") if a.reuse_baselines
+                   else round(time.perf_counter() - started))
+        (work / "baselines.json").write_text(json.dumps(
+            {"family": str(family), "family_sha256": sha, "seconds": seconds, "rows": rows},
+            indent=2) + "\n")
+        text = table(rows)
+        print(text)
+        print(f"saved {work / 'baselines.json'}")
+        if a.write_docs:
+            from _docs import write_block
+
+            cost = f"scored in {seconds} s on 2 cores; raw rows in WORK/baselines.json"
+            write_block(ROOT / "docs" / "results.md", "real-baselines",
+                        "Written by `python bench/real_quality.py --family FAMILY "
+                        "--baselines-only --write-docs` (the baselines alone: dense models, "
+                        f"the merge, each pruner on each; test split; {cost}).\n\n{text}",
+                        heading="## The real family: the baselines")
+        return
     for seed in a.seeds:
         best, cost = search(family, work, seed, a)
         row = scores({SEARCH: best}, family, a.threads)[SEARCH] | cost | {"seed": seed}
