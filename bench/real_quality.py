@@ -123,8 +123,9 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
     from recipe_compiler.language.printer import format_recipe
     from recipe_compiler.search import make_evaluator, prepare
     from recipe_compiler.search.genome import decode, random_genome
-    from recipe_compiler.search.refine import all_rungs
+    from recipe_compiler.search.refine import all_rungs, holdout_scores
     from recipe_compiler.search.session import use_references
+    from recipe_compiler.search.space import rungs
 
     torch.set_num_threads(a.threads)
     space = work / f"random-{seed}.tr"
@@ -144,10 +145,15 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
             used += 1
             seen.setdefault(repr(genome), (ev.fitness(ev.scores(r, 0)), r))
     finalists = sorted(seen.values(), key=lambda fr: -fr[0])[:settings.finalists]
-    final = len(all_rungs(settings)) - 1
+    final, top = len(all_rungs(settings)) - 1, rungs(settings)
+    sizes = {t.name: len(t.items) for t in ev.tasks}
     for _, r in finalists:
         used += 1
-        fitness = ev.fitness(ev.scores(r, final))
+        scores = ev.scores(r, final)
+        if settings.holdout:  # as the search's finish: the items past its limit alone
+            scores = holdout_scores(scores, ev.scores(r, len(top) - 1), sizes,
+                                    all_rungs(settings)[-1], top[-1])
+        fitness = ev.fitness(scores)
         if fitness > best[0]:
             best = (fitness, r)
     out = work / f"random-{seed}-best.tr"

@@ -13,7 +13,13 @@ from recipe_compiler.language.recipe import Drop, Merge
 from recipe_compiler.search import make_evaluator, prepare
 from recipe_compiler.search.genome import MERGED, decode, genome_from_drops, random_genome
 from recipe_compiler.search.objective import FAILED_FITNESS, Objective
-from recipe_compiler.search.refine import all_rungs, dense_recipe, finish, references
+from recipe_compiler.search.refine import (
+    all_rungs,
+    dense_recipe,
+    finish,
+    holdout_scores,
+    references,
+)
 from recipe_compiler.search.run import Search
 from recipe_compiler.search.space import read_settings
 from tests.test_evolve import SEARCH, write_recipe
@@ -101,6 +107,42 @@ def test_finish_rescores_finalists_and_climbs(space):
     again = Search(space.space, score, ev.fitness, warm=[{9, 10, 11}])
     pop2, hof2 = again.run()
     assert list(finish(again, pop2, hof2, score)[0]) == list(best)  # same seed, same winner
+
+
+def test_holdout_judges_the_finalists_on_the_items_the_search_never_read(tmp_path, quick_zoo):
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH.replace("limit = 24", "limit = 6").replace(
+                            "min_limit = 12", "min_limit = 3")
+                        + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                        "final_limit = 10\nfinalists = 4\nlocal_search = 12\nholdout = true\n"
+                        "min_task_retention = 80%\nppl_weight = 0.2")
+    space = prepare(path, {})
+    sp, settings = space.space, space.space.settings
+    assert settings.holdout and all_rungs(settings) == (3, 6, 10)  # 10 items a task
+    ev = make_evaluator(space)
+    sizes = {t.name: len(t.items) for t in ev.tasks}
+
+    def score(recipes, rung):
+        return [ev.scores(r, rung) for r in recipes]
+
+    ev.objective = ev.objective.with_references(references(sp, score, len(ev.rungs) - 2),
+                                                "base")
+    search = Search(sp, score, ev.fitness, warm=[{9, 10, 11}], task_sizes=sizes)
+    pop, hof = search.run()
+    best, got = finish(search, pop, hof, score)
+    r = decode(sp, list(best))
+    whole, seen = ev.scores(r, len(ev.rungs) - 1), ev.scores(r, len(ev.rungs) - 2)
+    n, m = all_rungs(settings)[-1], all_rungs(settings)[-2]
+    assert any(min(n, size) > m for size in sizes.values())  # some task has held-out items
+    for task, size in sizes.items():
+        a, b = min(m, size), min(n, size)
+        want = (b * whole[task] - a * seen[task]) / (b - a) if b > a else whole[task]
+        assert got[task] == pytest.approx(want), task
+    assert got["text"] == whole["text"]  # perplexity: the whole text
+    assert holdout_scores({"t": 0.5}, {"t": 0.75}, {"t": 100}, 40, 20) == {"t": 0.25}
+    _, diags = read_settings(parse('model a = "x"\nslot 0 = ?\nsearch {\n  holdout = true\n'
+                                   '  limit = 50\n  final_limit = 50\n}', "s.tr"))
+    assert "holdout needs final_limit larger than limit" in diags[0].message
 
 
 def test_merged_warm_start_is_the_merge_of_every_candidate_then_pruned(space):

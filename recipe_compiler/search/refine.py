@@ -11,12 +11,14 @@ The finish exists because of the winner's curse: picking the best of hundreds of
 on a sample of items picks, in part, the candidate that was luckiest on that sample. So the
 `finalists` best distinct candidates are scored again on `final_limit` items (by default all
 the validation items there are, when that is more than the search's `limit`), and the winner
-is the best there. Then `local_search` evaluations try single changes around the winner —
-one kept slot swapped with a dropped one (the size stays), or one slot's source changed —
-keeping a change whenever it scores better; then `tune_weights` evaluations tune the
-winner's merge weights together (every weight of every merged slot) with CMA-ES (DEAP's
-`cma.Strategy`, seeded from the run's seed), its structure fixed; and the winner is
-confirmed on the final items.
+is the best there. With `holdout`, they are judged on the items past `limit` alone, which
+the search never read: those the search selected on are no fresh sample. Then
+`local_search` evaluations try single changes around the winner — one kept slot swapped
+with a dropped one (the size stays), or one slot's source changed — keeping a change
+whenever it scores better; then `tune_weights` evaluations tune the winner's merge weights
+together (every weight of every merged slot) with CMA-ES (DEAP's `cma.Strategy`, seeded
+from the run's seed), its structure fixed; and the winner is confirmed on the final items
+(with `holdout`, it replaces the finalists' winner only if it is better there too).
 """
 
 from __future__ import annotations
@@ -63,12 +65,29 @@ def finish(search, pop: list, hof, score: ScoreMap) -> tuple[object, dict[str, f
     final = len(all_rungs(s)) - 1
     best = _rescore(search, _finalists(pop + list(hof.items), s.finalists), score, final)
     if s.local_search > 0 or s.tune_weights > 0:
+        start = best
         if s.local_search > 0:
             best = _local_search(search, best, s.local_search)
         if s.tune_weights > 0:
             best = _tune_weights(search, best, s.tune_weights)
         best = _rescore(search, [best], score, final)  # its final scores, re-used if cached
+        if s.holdout and best is not start and search.fitness_of(best.final_scores) < \
+                search.fitness_of(start.final_scores):
+            best = start  # what the climb found on the search's items did not hold
     return best, dict(best.final_scores)
+
+
+def holdout_scores(final: dict[str, float], last: dict[str, float], sizes: dict[str, int],
+                   n_final: int, n_last: int) -> dict[str, float]:
+    """Each scored task's score on its items [n_last, n_final) alone, from its scores on
+    the first n_final and the first n_last items (means over items: exact); text
+    perplexities stay the whole text's."""
+    out = dict(final)
+    for task, size in sizes.items():
+        a, b = min(n_last, size), min(n_final, size)
+        if b > a and task in final and task in last:
+            out[task] = (b * final[task] - a * last[task]) / (b - a)
+    return out
 
 
 def _finalists(inds: list, n: int) -> list:
@@ -87,8 +106,14 @@ def _rescore(search, inds: list, score: ScoreMap, rung: int):
         for ind in inds:
             ind.final_scores = dict(ind.scores)
         return inds[0]
-    results = score([decode(search.space, list(i)) for i in inds], rung)
+    recipes = [decode(search.space, list(i)) for i in inds]
+    results = score(recipes, rung)
     search.evaluations += len(inds)
+    if search.settings.holdout:  # the items past the search's own: a fresh sample
+        top = rungs(search.settings)
+        last = score(recipes, len(top) - 1)  # cached for those that reached it
+        results = [holdout_scores(f, la, search.task_sizes, all_rungs(search.settings)[rung],
+                                  top[-1]) for f, la in zip(results, last)]
     for ind, scores in zip(inds, results):
         ind.final_scores = scores
     return max(inds, key=lambda i: (search.fitness_of(i.final_scores), -inds.index(i)))

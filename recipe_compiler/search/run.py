@@ -77,8 +77,10 @@ class Search:
     def __init__(self, space: SearchSpace, score: ScoreMap, fitness: Callable[[dict], float],
                  *, warm: list[set[int]] | None = None, state_path: str | None = None,
                  on_generation: Callable[[Generation], None] | None = None,
-                 extra_stats: Callable[[], dict] | None = None):
+                 extra_stats: Callable[[], dict] | None = None,
+                 task_sizes: dict[str, int] | None = None):
         self.space, self.score, self.fitness_of = space, score, fitness
+        self.task_sizes = task_sizes or {}  # items per scored task (the finish's holdout)
         self.settings = space.settings
         self.multi = "size" in self.settings.objectives
         self.Individual = _creators(2 if self.multi else 1)

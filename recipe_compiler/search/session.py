@@ -183,7 +183,8 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
     score_map = _score_map(evaluator, workers, init, ray_address)
     search = Search(p.space, score_map, evaluator.fitness, warm=list(heuristics.values()),
                     state_path=str(run_dir / "state.json"), on_generation=on_generation,
-                    extra_stats=lambda: _cache_stats(evaluator, score_map))
+                    extra_stats=lambda: _cache_stats(evaluator, score_map),
+                    task_sizes={t.name: len(t.items) for t in evaluator.tasks})
     try:
         use_references(evaluator, p.space, score_map)
         pop, hof = search.run(resume=resume)

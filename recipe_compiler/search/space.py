@@ -62,6 +62,8 @@ class Settings:
     min_task_retention: float | None = None  # floor, as a share of the dense base's score
     ppl_weight: float = 0.0  # weight of the text-perplexity term (needs a .txt task)
     final_limit: int | None = None  # re-score the finalists on this many items per task
+    # judge the finalists on the items past `limit` alone, which the search never read
+    holdout: bool = False
     finalists: int = 8  # how many of the best are re-scored
     local_search: int = 0  # evaluations spent improving the winner one change at a time
     tune_weights: int = 0  # evaluations of CMA-ES over the winner's merge weights
@@ -229,6 +231,10 @@ def read_settings(recipe: Recipe, overrides: dict | None = None
     if sum(k in values for k in ("keep", "remove", "max_params")) > 1:
         diags.append(error("give one size target: keep, remove or params",
                            _span_of(recipe, "keep", "remove", "params")))
+    if values.get("holdout") and (values.get("final_limit") or 0) <= values.get(
+            "limit", Settings.limit):
+        diags.append(error("holdout needs final_limit larger than limit: the finalists are "
+                           "judged on the items in between", _span_of(recipe, "holdout")))
     for m in values.get("methods", ()):
         if m not in methods.searchable():
             diags.append(error(f"search method '{m}' is not searchable (use "
@@ -269,11 +275,11 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
         v = _number(s, diags, low=0)
         if v is not None:
             values[key] = float(v)
-    elif key == "warm_merge":
+    elif key in ("warm_merge", "holdout"):
         if isinstance(s.value, bool):
             values[key] = s.value
         else:
-            diags.append(error("search setting 'warm_merge' must be true or false",
+            diags.append(error(f"search setting '{key}' must be true or false",
                                s.value_span))
     elif key in ("weight_range", "scale_range"):
         if s.value is False and key == "scale_range":
