@@ -123,20 +123,28 @@ def _as_float(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def compute(task: Task, inputs: _Inputs, held: dict[Read, torch.Tensor],
-            device: torch.device, warnings: _Warnings | None = None) -> torch.Tensor:
+            device: torch.device | None, warnings: _Warnings | None = None) -> torch.Tensor:
     """The output tensor of a non-copy task, in its output dtype, on the CPU. `held` maps
-    reads to tensors as stored (CPU); the task's fresh reads are added to it."""
+    reads to tensors as stored (CPU); the task's fresh reads are added to it. `device`
+    None: the numpy engine (nptasks.py), which holds numpy arrays of the stored bytes and
+    returns one (bfloat16 as uint16)."""
+    lite = device is None
     fresh = [r for r in dict.fromkeys(task.reads) if r not in held]
     for r in fresh:
-        held[r] = inputs.read(r)
-    if device.type == "cpu" and fused.fusable(task):
+        held[r] = inputs.read_array(r) if lite else inputs.read(r)
+    if lite or (device.type == "cpu" and fused.fusable(task)):
         raw = {r: held[r] for r in dict.fromkeys(task.reads)}
-        out_dtype = torch_dtypes()[task.out.dtype]
-        out, flagged, maybe = fused.run(task, raw, set(fresh) if warnings else set(),
-                                        out_dtype, warnings is not None)
+        check = set(fresh) if warnings else set()
+        if lite:
+            out, flagged, maybe = nptasks.run(task, raw, check, warnings is not None)
+        else:
+            out, flagged, maybe = fused.run(task, raw, check, torch_dtypes()[task.out.dtype],
+                                            warnings is not None)
         if warnings is not None:
             for r in flagged:  # in the order the task reads them, like the whole path
-                warnings.read(r, count_nonfinite_tensor(held[r]))
+                x = held[r]
+                warnings.read(r, count_nonfinite_bytes(_tensor_bytes(x), 0, x.nbytes, r.dtype)
+                              if lite else count_nonfinite_tensor(x))
             _check_output(task, out, maybe, warnings)
         return out
     return _compute_whole(task, held, fresh, device, warnings)
@@ -250,10 +258,7 @@ def execute(plan: Plan, out_dir: Path, *, device: str = "cpu",
                 shards.copy(task.out, src, inputs)
             else:
                 ahead.start(k, inputs)
-                if lite:
-                    out = nptasks.compute(task, inputs.read_array, held, warnings)
-                else:
-                    out = compute(task, inputs, held, dev, warnings)
+                out = compute(task, inputs, held, dev, warnings)
                 shards.write_later(task.out, out)
             held = {r: held[r] for r in task.keep if r in held}
         shards.close()

@@ -16,7 +16,8 @@ copies of the tensor, each written to memory and read back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from typing import TYPE_CHECKING
@@ -57,24 +58,33 @@ def run(task: Task, raw: dict[Read, torch.Tensor], check: set[Read], out_dtype: 
     import torch
 
     out = torch.empty(task.out.shape, dtype=out_dtype)
-    flat_out = out.view(-1)
-    n = flat_out.numel()
-    flat = {r: t.reshape(-1) for r, t in raw.items()}
-    for r, t in flat.items():
-        if t.numel() != n:
+    work = partial(_slices, task, out.view(-1), check, out_check)
+    flagged, bad = share_out(task, raw, work, SLICE, _workers(), _pool)
+    return out, flagged, bad
+
+
+def share_out(task: Task, raw: dict, work: Callable, slice_len: int, workers: int,
+              pool: Callable[[], ThreadPoolExecutor]) -> tuple[list[Read], bool]:
+    """Run `work(flat, starts)` in this thread and up to `workers - 1` of `pool()`'s, all
+    taking slices of `slice_len` entries from one iterator of slice starts; `flat` holds
+    the inputs (torch tensors or numpy arrays) as 1-D views, each checked to have the
+    output's entry count. Each call returns (reads that may hold NaN/inf, whether the
+    output may); returned merged, the reads in the task's order. Both engines use it."""
+    n = math.prod(task.out.shape)
+    flat = {r: x.reshape(-1) for r, x in raw.items()}
+    for r, x in flat.items():
+        if len(x) != n:
             raise ValueError(f"tensor '{r.tensor}' of model '{r.model}' has shape "
                              f"{tuple(raw[r].shape)}, expected {task.out.shape}")
-    starts = iter(range(0, n, SLICE))  # shared: each worker takes the next slice
-    work = partial(_slices, task, flat, flat_out, starts, check, out_check)
-    helpers = [_pool().submit(work) for _ in range(min(_workers(), -(-n // SLICE)) - 1)]
-    found = [work()] + [h.result() for h in helpers]
+    job = partial(work, flat, iter(range(0, n, slice_len)))  # shared: each takes the next
+    helpers = [pool().submit(job) for _ in range(min(workers, -(-n // slice_len)) - 1)]
+    found = [job()] + [h.result() for h in helpers]
     flagged = set().union(*(f for f, _ in found))
-    return out, [r for r in flat if r in flagged], any(bad for _, bad in found)
+    return [r for r in flat if r in flagged], any(bad for _, bad in found)
 
 
-def _slices(task: Task, flat: dict[Read, torch.Tensor], flat_out: torch.Tensor,
-            starts: Iterator[int], check: set[Read], out_check: bool
-            ) -> tuple[set[Read], bool]:
+def _slices(task: Task, flat_out: torch.Tensor, check: set[Read], out_check: bool,
+            flat: dict[Read, torch.Tensor], starts: Iterator[int]) -> tuple[set[Read], bool]:
     """Compute the slices this worker takes; the reads and whether the result may hold
     NaN/inf."""
     import torch

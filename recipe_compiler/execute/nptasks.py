@@ -31,7 +31,7 @@ import numpy as np
 
 from recipe_compiler import methods
 from recipe_compiler.compiler.plan import Combine, Convert, Read, Task
-from recipe_compiler.execute.finite import count_nonfinite_bytes
+from recipe_compiler.execute.fused import share_out
 
 SLICE = 32 * 1024  # entries: the float32 buffers of a slice stay in L2
 STORED = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
@@ -52,46 +52,14 @@ def stored_bytes(a: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
 
 
-def compute(task: Task, read, held: dict[Read, np.ndarray], warnings) -> np.ndarray:
-    """The output of `task` as stored bytes; `read(r)` gives an input as stored, `held`
-    keeps inputs across tasks (the fresh ones are added), `warnings` (an
-    execute._Warnings, or None) hears of NaN/inf like the torch path's."""
-    fresh = [r for r in dict.fromkeys(task.reads) if r not in held]
-    for r in fresh:
-        held[r] = read(r)
-    raw = {r: held[r] for r in dict.fromkeys(task.reads)}
-    out, flagged, maybe = run(task, raw, set(fresh) if warnings is not None else set(),
-                              warnings is not None)
-    if warnings is not None:
-        for r in flagged:  # in the order the task reads them, like the torch path
-            a = held[r]
-            warnings.read(r, count_nonfinite_bytes(stored_bytes(a), 0, a.nbytes, r.dtype))
-        if maybe and not any((r.file, r.tensor) in warnings.seen for r in task.reads):
-            n = count_nonfinite_bytes(stored_bytes(out), 0, out.nbytes, task.out.dtype)
-            warnings.nonfinite(("", task.out.name), n, f"output tensor '{task.out.name}' "
-                               f"(computed from finite inputs; overflow in "
-                               f"{task.out.dtype}?)")
-    return out
-
-
 def run(task: Task, raw: dict[Read, np.ndarray], check: set[Read], out_check: bool = True
         ) -> tuple[np.ndarray, list[Read], bool]:
     """The output; the reads in `check` that may hold NaN/inf (in the task's order); and
     whether the output may (tested only with `out_check`)."""
     out = np.empty(task.out.shape, dtype=STORED[task.out.dtype])
-    flat_out = out.reshape(-1)
-    n = flat_out.size
-    flat = {r: a.reshape(-1) for r, a in raw.items()}
-    for r, a in flat.items():
-        if a.size != n:
-            raise ValueError(f"tensor '{r.tensor}' of model '{r.model}' has shape "
-                             f"{tuple(raw[r].shape)}, expected {task.out.shape}")
-    starts = iter(range(0, n, SLICE))  # shared: each worker takes the next slice
-    work = partial(_slices, task, flat, flat_out, starts, check, out_check)
-    helpers = [_pool().submit(work) for _ in range(min(workers(), -(-n // SLICE)) - 1)]
-    found = [work()] + [h.result() for h in helpers]
-    flagged = set().union(*(f for f, _ in found))
-    return out, [r for r in flat if r in flagged], any(bad for _, bad in found)
+    work = partial(_slices, task, out.reshape(-1), check, out_check)
+    flagged, bad = share_out(task, raw, work, SLICE, workers(), _pool)
+    return out, flagged, bad
 
 
 class _Buffers:
@@ -106,15 +74,14 @@ class _Buffers:
         self.bits = np.empty(m, dtype=np.uint32)
 
 
-def _slices(task: Task, flat: dict[Read, np.ndarray], flat_out: np.ndarray,
-            starts: Iterator[int], check: set[Read], out_check: bool
-            ) -> tuple[set[Read], bool]:
+def _slices(task: Task, flat_out: np.ndarray, check: set[Read], out_check: bool,
+            flat: dict[Read, np.ndarray], starts: Iterator[int]) -> tuple[set[Read], bool]:
     with np.errstate(all="ignore"):  # overflow and NaN are found and reported, not warned
-        return _slices_quietly(task, flat, flat_out, starts, check, out_check)
+        return _slices_quietly(task, flat_out, check, out_check, flat, starts)
 
 
-def _slices_quietly(task: Task, flat: dict[Read, np.ndarray], flat_out: np.ndarray,
-                    starts: Iterator[int], check: set[Read], out_check: bool
+def _slices_quietly(task: Task, flat_out: np.ndarray, check: set[Read], out_check: bool,
+                    flat: dict[Read, np.ndarray], starts: Iterator[int]
                     ) -> tuple[set[Read], bool]:
     n = flat_out.size
     bufs = _Buffers(flat, min(n, SLICE))
