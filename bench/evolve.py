@@ -33,7 +33,7 @@ def run(recipe: Path, overrides: dict, caches: bool) -> dict:
         return [ev.scores(r, rung) for r in recipes]
 
     start = time.perf_counter()
-    warm = list(warm_starts(ev, p.space).values())  # seeded as `tailorc evolve` seeds
+    warm = warm_starts(ev, p.space)  # seeded as `tailorc evolve` seeds
     search = Search(p.space, score, ev.fitness, warm=warm)
     pop, _ = search.run()
     seconds = time.perf_counter() - start

@@ -199,7 +199,7 @@ def search_row(op: str, warm: bool, b: Bench, seed: int, tag: str, extra: dict) 
 
     p, ev, where = prepared(op, b, seed, warm, tag, extra)
     start = time.perf_counter()
-    seeds = list(warm_starts(ev, p.space).values()) if warm else []
+    seeds = warm_starts(ev, p.space) if warm else []
 
     def score(rs, rung):
         return [ev.scores(r, rung) for r in rs]

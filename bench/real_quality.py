@@ -161,6 +161,27 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
     return out, {"seconds": round(time.perf_counter() - start), "evaluations": used}
 
 
+def saved(work: Path, kind: str, seed: int, key: str, a: argparse.Namespace) -> dict | None:
+    """With --reuse-rows, the row an earlier run of this script measured for the same
+    search (or random search) recipe text and budget; else None."""
+    path = work / "rows" / f"{kind}-{seed}.json"
+    if not a.reuse_rows or not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return doc["row"] if doc["key"] == key else None
+
+
+def save(work: Path, kind: str, seed: int, key: str, row: dict) -> None:
+    (work / "rows").mkdir(exist_ok=True)
+    (work / "rows" / f"{kind}-{seed}.json").write_text(
+        json.dumps({"key": key, "row": row}, indent=2) + "\n")
+
+
+def row_budget(rows: dict[str, list[dict]], seed: int) -> int:
+    """Random search's budget: as many evaluations as the search's run with this seed."""
+    return next(r["evaluations"] for r in rows[SEARCH] if r["seed"] == seed)
+
+
 def targets(rows: dict[str, list[dict]]) -> str:
     """The issue's targets, checked on the test split (means over seeds)."""
     def mean(label: str, key: str) -> float:
@@ -229,6 +250,14 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=12)
     ap.add_argument("--local-search", type=int, default=96)
     ap.add_argument("--no-random", action="store_true", help="skip random search")
+    ap.add_argument("--random-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                    help="run random search for these of the seeds only (default: all)")
+    ap.add_argument("--reuse-rows", action="store_true",
+                    help="reuse a search's or random search's test row that an earlier run "
+                    "saved in WORK/rows for the same recipe text (so seeds can run in "
+                    "separate processes, then one call with every seed writes the docs)")
+    ap.add_argument("--rows-only", action="store_true",
+                    help="measure and save the seeds' rows; print and write nothing else")
     ap.add_argument("--setting", action="append", metavar="KEY=VALUE",
                     help="one more search setting for the search and random search, e.g. "
                     "fitness=retention (repeatable; an experiment, not the configuration)")
@@ -274,16 +303,27 @@ def main() -> None:
                         f"the merge, each pruner on each; test split; {cost}).\n\n{text}",
                         heading="## The real family: the baselines")
         return
+    randoms = a.seeds if a.random_seeds is None else a.random_seeds
     for seed in a.seeds:
-        best, cost = search(family, work, seed, a)
-        row = scores({SEARCH: best}, family, a.threads)[SEARCH] | cost | {"seed": seed}
+        key = search_recipe(family, seed, a)
+        row = saved(work, "search", seed, key, a)
+        if row is None:
+            best, cost = search(family, work, seed, a)
+            row = scores({SEARCH: best}, family, a.threads)[SEARCH] | cost | {"seed": seed, "threads": a.threads}
+            save(work, "search", seed, key, row)
         rows.setdefault(SEARCH, []).append(row)
         print(f"seed {seed}: {row}", flush=True)
-        if not a.no_random:
-            best, cost = random_search(family, work, seed, cost["evaluations"], a)
-            row = scores({RANDOM: best}, family, a.threads)[RANDOM] | cost | {"seed": seed}
+        if not a.no_random and seed in randoms:
+            key = search_recipe(family, seed, a, warm=False) + f"budget {row['evaluations']}"
+            row = saved(work, "random", seed, key, a)
+            if row is None:
+                best, cost = random_search(family, work, seed, row_budget(rows, seed), a)
+                row = scores({RANDOM: best}, family, a.threads)[RANDOM] | cost | {"seed": seed, "threads": a.threads}
+                save(work, "random", seed, key, row)
             rows.setdefault(RANDOM, []).append(row)
             print(f"random, seed {seed}: {row}", flush=True)
+    if a.rows_only:
+        return
     order = ["dense base", *(f"dense {m}" for m in SKILLS),
              "dense merge (task arithmetic, 0.5 each)", SEARCH, RANDOM]
     rows = {k: rows[k] for k in order if k in rows} | {
@@ -303,12 +343,23 @@ def main() -> None:
 
         seeds = " ".join(map(str, a.seeds))
         extra = "".join(f" --setting {kv}" for kv in a.setting or [])
+        if a.random_seeds is not None:
+            extra += " --random-seeds " + " ".join(map(str, a.random_seeds))
+        if a.reuse_rows:
+            extra += " --reuse-rows"
+            took = ("each run's wall seconds are in the table: runs went in separate "
+                    "processes, two at a time on 2 cores, one thread each, and this call "
+                    "collected their saved rows")
+        else:
+            took = f"the whole run took {total} s on 2 cores"
+        if a.reuse_baselines:
+            extra += " --reuse-baselines " + str(a.reuse_baselines)
         block = (f"Written by `python bench/real_quality.py --family FAMILY "
                  f"--seeds {seeds}{extra} --write-docs` (SmolLM2-135M-Instruct family, 25% of "
                  f"its 30 layers removed, test split, mean ± sd over seeds; search: "
                  f"population {a.population}, {a.generations} generations, local search "
                  f"{a.local_search}; random search: as many "
-                 f"evaluations; the whole run took {total} s on 2 cores; raw numbers in "
+                 f"evaluations; {took}; raw numbers in "
                  f"`docs/results_real.json`).\n\n{text}")
         write_block(ROOT / "docs" / "results.md", "real-results", block,
                     heading="## The real family")

@@ -10,8 +10,14 @@ import pytest
 
 from recipe_compiler.language.parser import parse
 from recipe_compiler.language.recipe import Drop, Merge
-from recipe_compiler.search import make_evaluator, prepare
-from recipe_compiler.search.genome import MERGED, decode, genome_from_drops, random_genome
+from recipe_compiler.search import make_evaluator, prepare, warm_starts
+from recipe_compiler.search.genome import (
+    MERGED,
+    WarmStart,
+    decode,
+    genome_from_drops,
+    random_genome,
+)
 from recipe_compiler.search.objective import FAILED_FITNESS, Objective
 from recipe_compiler.search.refine import (
     all_rungs,
@@ -204,3 +210,38 @@ def test_cma_es_tunes_the_winners_merge_weights_only(tmp_path, quick_zoo):
         assert all(0.0 <= w <= 1.0 for w in g.weights)
     if best is not start:
         assert [g.weights for g in best] != [g.weights for g in start]
+
+
+def test_warm_starts_lead_with_each_models_own_perplexity_pruner(tmp_path, quick_zoo, capsys):
+    """Generation 0 starts from what `tailorc prune --method ppl` on each model, calibrated
+    on the search's text task, drops from that model; then the merge pruned as the base
+    would be; then block influence, angular and drop-last on every model."""
+    from recipe_compiler.cli import main
+
+    val = quick_zoo / "tasks" / "val"
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?", SEARCH + f'\ntasks = "{val}"')
+    p = prepare(path, {})
+    starts = warm_starts(make_evaluator(p), p.space)
+    models = ("base", "math", "code", "recall", "strings")
+    assert [w.name for w in starts] == [
+        *(f"ppl on {m}" for m in models), "ppl on the base, applied to the merge",
+        "block-influence", "angular", "drop-last"]
+    for w, m in zip(starts, models):
+        out = tmp_path / f"{m}.tr"
+        assert main(["prune", str(quick_zoo / m), "--method", "ppl", "--calib",
+                     str(val / "text.txt"), "--samples", "10", "-o", str(out)]) == 0
+        ops = parse(out.read_text()).ops()
+        assert w.sources == (m,) and w.drops == {i for i, op in enumerate(ops)
+                                                 if isinstance(op, Drop)}
+    assert starts[5].sources == (MERGED,) and starts[5].drops == starts[0].drops
+    assert all(w.sources == () and len(w.drops) == 3 for w in starts[6:])
+
+    # each start seeds its own sources, in order; a plain set seeds every model
+    search = Search(p.space, lambda rs, rung: [], lambda s: 0.0,
+                    warm=[WarmStart("x", frozenset({9, 10, 11}), ("code",)), {0, 1, 2}])
+    random.seed(0)
+    pop = search.initial_population()
+    assert len(pop) == 6 and list(pop[0]) == genome_from_drops(
+        p.space, {9, 10, 11}, random.Random(0), "code")
+    assert list(pop[1]) == genome_from_drops(p.space, {0, 1, 2}, random.Random(0), MERGED)
+    assert list(pop[2]) == genome_from_drops(p.space, {0, 1, 2}, random.Random(0), "base")

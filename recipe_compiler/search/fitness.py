@@ -116,7 +116,8 @@ class Evaluator:
                                 recipe_dtype=recipe.dtype)
         self.stack = Stack(models, self.base_name, self.store)
         self.tasks = [t for t in tasks if t.kind in ("mc", "gen")]
-        self.texts = [t for t in tasks if t.kind == "ppl"] if texts else []
+        self.text_tasks = [t for t in tasks if t.kind == "ppl"]  # the warm starts' calibration
+        self.texts = self.text_tasks if texts else []  # scored
         self.task_weights = weights or tuple(1.0 for _ in self.tasks)
         self.objective = objective or Objective(tuple(t.name for t in self.tasks),
                                                 self.task_weights)
@@ -258,12 +259,13 @@ class Evaluator:
         h = self.hidden_states(recipe, batch_index)[batch.rows, batch.positions]  # (N, C)
         return torch.log_softmax(self.stack.head(h).float(), dim=-1)
 
-    def base_model(self):
-        """A context giving the Hugging Face model running the base's own layers, for the
-        pruning heuristics (their hooks and forward passes)."""
-        base = self.models[self.base_name]
+    def dense_model(self, name: str | None = None):
+        """A context giving the Hugging Face model running one source model's own layers
+        (the base's by default), for the pruning heuristics (their hooks and forward
+        passes)."""
+        name = name or self.base_name
         plan = [(self.store.key(op, i), op, i)
-                for i in range(base.num_layers) for op in [Take(self.base_name)]]
+                for i in range(self.models[name].num_layers) for op in [Take(name)]]
         return self.stack.as_model(plan)
 
     # --- scores ------------------------------------------------------------------------

@@ -114,6 +114,17 @@ def random_genome(space: SearchSpace, rng: random.Random) -> Genome:
 MERGED = "*"  # genome_from_drops' source for "every candidate merged"
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """A pruning heuristic's answer: `drops` applied to `sources` (model names, or MERGED),
+    each an individual of generation 0; no sources means every model (the merge, the base,
+    each candidate)."""
+
+    name: str
+    drops: frozenset[int]
+    sources: tuple[str, ...] = ()
+
+
 def genome_from_drops(space: SearchSpace, drops: set[int], rng: random.Random,
                       source: str | None = None) -> Genome:
     """One model (the base by default) with exactly these slots dropped, as far as the open

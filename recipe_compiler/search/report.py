@@ -16,7 +16,7 @@ from recipe_compiler.compiler.listing import size_change
 from recipe_compiler.execute.output import relocate
 from recipe_compiler.language.printer import format_recipe
 from recipe_compiler.language.recipe import Drop, Merge, Recipe, SlotDecl, Take
-from recipe_compiler.search.genome import decode, genome_from_drops, kept_count
+from recipe_compiler.search.genome import WarmStart, decode, genome_from_drops, kept_count
 from recipe_compiler.search.run import write_history
 
 
@@ -58,7 +58,7 @@ def _describe(space, ind, command: str, what: str, fitness: float | None = None,
 
 
 def write_outputs(p, search, pop, hof, run_dir: Path, *, command: str,
-                  heuristics: dict[str, set[int]], best=None,
+                  heuristics: list[WarmStart], best=None,
                   best_scores: dict[str, float] | None = None) -> EvolveResult:
     """`best` and its `best_scores` (on the final items): the finish's winner; by default
     the fittest of the population and hall of fame."""
@@ -85,10 +85,11 @@ def write_outputs(p, search, pop, hof, run_dir: Path, *, command: str,
                 r, _describe(space, ind, command, f"Pareto point {k}"))))
             pareto.append((ind.fitness.values[0], int(ind.fitness.values[1]), path))
             files.append(path)
-    if "block-influence" in heuristics:
-        g = genome_from_drops(space, heuristics["block-influence"], random.Random(0))
+    shortgpt = next((w.drops for w in heuristics if w.name == "block-influence"), None)
+    if shortgpt is not None:
+        g = genome_from_drops(space, set(shortgpt), random.Random(0))
         r = relocate(_plain_base(decode(space, g), space.base), run_dir)
-        ranked = sorted(heuristics["block-influence"])
+        ranked = sorted(shortgpt)
         dropped = [i for i, op in enumerate(r.ops()) if isinstance(op, Drop)]
         moved = "" if dropped == ranked else (
             f" (block influence chose slots {ranked}; the recipe fixes some of them, so "

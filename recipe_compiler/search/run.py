@@ -27,6 +27,7 @@ from recipe_compiler.search.genome import (
     MERGED,
     Gene,
     Genome,
+    WarmStart,
     crossover,
     decode,
     genome_from_drops,
@@ -75,7 +76,8 @@ class Generation:
 
 class Search:
     def __init__(self, space: SearchSpace, score: ScoreMap, fitness: Callable[[dict], float],
-                 *, warm: list[set[int]] | None = None, state_path: str | None = None,
+                 *, warm: list[WarmStart | set[int]] | None = None,
+                 state_path: str | None = None,
                  on_generation: Callable[[Generation], None] | None = None,
                  extra_stats: Callable[[], dict] | None = None,
                  task_sizes: dict[str, int] | None = None):
@@ -84,7 +86,9 @@ class Search:
         self.settings = space.settings
         self.multi = "size" in self.settings.objectives
         self.Individual = _creators(2 if self.multi else 1)
-        self.warm = warm or []
+        # A plain set of drops is a heuristic applied to every model.
+        self.warm = [w if isinstance(w, WarmStart) else WarmStart("", frozenset(w))
+                     for w in warm or []]
         self.state_path = state_path
         self.on_generation = on_generation
         self.extra_stats = extra_stats or dict
@@ -99,14 +103,15 @@ class Search:
         return ind
 
     def initial_population(self):
-        """Warm starts first — each heuristic's drops applied to the merge of every candidate
-        (when open slots may merge), the base, then every candidate, as GPTailor seeds its
-        search — then random individuals."""
+        """Warm starts first, in their order — each heuristic's drops applied to its own
+        sources, or to the merge of every candidate (when open slots may merge), the base,
+        then every candidate, as GPTailor seeds its search — then random individuals."""
         s = self.settings
         merged = (MERGED,) if (len(self.space.candidates) > 1 and s.warm_merge
                                and any(sl.options is None for sl in self.space.slots)) else ()
         models = (*merged, self.space.base, *self.space.candidates)
-        seeds = [(drops, m) for drops in self.warm for m in models]
+        seeds = [(set(w.drops), m) for w in self.warm
+                 for m in (w.sources or models) if m in models]
         n_warm = min(len(seeds), int(round(s.population * s.warm_start)))
         pop = [self._new(genome_from_drops(self.space, drops, random, m))
                for drops, m in seeds[:n_warm]]

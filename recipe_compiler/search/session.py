@@ -19,6 +19,7 @@ from recipe_compiler.compiler.parts import search_refusals
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.language.source import Diagnostic, RecipeError, first_line
 from recipe_compiler.models.index import Models
+from recipe_compiler.search.genome import MERGED, WarmStart
 from recipe_compiler.search.space import SearchSpace, build_space, read_settings, rungs, task_files
 
 
@@ -143,23 +144,51 @@ class LocalMap:
             self.pool.join()
 
 
-def warm_starts(evaluator, space: SearchSpace, samples: int = 32) -> dict[str, set[int]]:
-    """Cheap pruning heuristics on the base (`tailorc prune`'s block influence and angular
-    distance, on the search's own task texts, and drop-last): their drops seed generation 0."""
+def warm_starts(evaluator, space: SearchSpace, samples: int = 32,
+                text_lines: int = 10) -> list[WarmStart]:
+    """Cheap pruning heuristics (`tailorc prune`'s), whose drops seed generation 0, best
+    first:
+
+    - the one-shot perplexity pruner on each source model, applied to that model (the
+      strongest single-model baseline on the real family), and the base's applied to the
+      merge of every candidate;
+    - block influence (ShortGPT) and angular distance on the base, and drop-last, applied to
+      every model.
+
+    The perplexity pruner is calibrated on the first `text_lines` lines of the search's text
+    task (a .txt file among its tasks), as `tailorc prune --calibration text.txt` is; without
+    one, on the task texts. The others read `samples` task texts per task. SLEB is left out:
+    its iterative passes cost about 7 times the one-shot pruner's (75 s against 11 s for a
+    135M model on 2 cores)."""
     from recipe_compiler.evaluate import McItem
     from recipe_compiler.prune import choose_drops, encode
 
     n = space.slot_count - space.target_kept
     if n <= 0 or space.slot_count != evaluator.models[space.base].num_layers:
-        return {}
+        return []
     texts = [it.context + it.choices[it.gold] if isinstance(it, McItem) else it.prompt + it.answer
              for task in evaluator.tasks for it in task.items[:samples]]
+    lines = [ln.strip() for t in evaluator.text_tasks for ln in t.items[0].splitlines()]
+    calibration = [ln for ln in lines if ln][:text_lines] or texts
     arch = evaluator.arch
-    with evaluator.base_model() as model:
+    starts = []
+    sources = [space.base, *(m for m in space.candidates
+                              if evaluator.models[m].num_layers == space.slot_count)]
+    for name in sources:
+        with evaluator.dense_model(name) as model:
+            batch = encode(evaluator.tokenizer, calibration, _max_length(model.config),
+                           evaluator.device)
+            drops = frozenset(choose_drops("ppl", model, arch, batch, n)[0])
+        starts.append(WarmStart(f"ppl on {name}", drops, (name,)))
+    starts.append(WarmStart("ppl on the base, applied to the merge", starts[0].drops, (MERGED,)))
+    with evaluator.dense_model() as model:
         batch = encode(evaluator.tokenizer, texts, _max_length(model.config), evaluator.device)
-        return {"block-influence": choose_drops("block-influence", model, arch, batch, n)[0],
-                "angular": choose_drops("angular", model, arch, batch, n)[0],
-                "drop-last": set(range(space.slot_count - n, space.slot_count))}
+        starts += [
+            WarmStart("block-influence",
+                      frozenset(choose_drops("block-influence", model, arch, batch, n)[0])),
+            WarmStart("angular", frozenset(choose_drops("angular", model, arch, batch, n)[0])),
+            WarmStart("drop-last", frozenset(range(space.slot_count - n, space.slot_count)))]
+    return starts
 
 
 def _max_length(config) -> int:
@@ -181,7 +210,7 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
     heuristics = warm_starts(evaluator, p.space)
     init = (str(recipe_path), overrides or {}, device, threads or 1, caches)
     score_map = _score_map(evaluator, workers, init, ray_address)
-    search = Search(p.space, score_map, evaluator.fitness, warm=list(heuristics.values()),
+    search = Search(p.space, score_map, evaluator.fitness, warm=heuristics,
                     state_path=str(run_dir / "state.json"), on_generation=on_generation,
                     extra_stats=lambda: _cache_stats(evaluator, score_map),
                     task_sizes={t.name: len(t.items) for t in evaluator.tasks})
