@@ -8,12 +8,13 @@ models; a task-arithmetic merge of the three fine-tunes (weight 0.5 each) built 
 `tailorc build`; each of the four pruners (`tailorc prune`: block influence, angular, ppl,
 SLEB) on each model and on that merge, calibrated on the validation text; `tailorc evolve`
 with the configuration `recipes/base.tr` holds (population 24, 12 generations, floor,
-perplexity term, successive halving over 25 and 50 validation items per task, the 8
-finalists on all 100, local search 96); and random search over the same space with as many
-evaluations as the search used, each on 25 items, its 8 best then on all 100 (through the
-Python API: it is a baseline, not a command). Search, random search and calibration see the
-validation split only; the table is `tailorc eval` on the test split, and the issue's
-targets are checked against it. With --write-docs the table goes to docs/results.md
+perplexity term, successive halving over 25 and 50 validation items per task, local search
+96), its 8 finalists judged on validation items 50-99 alone (`holdout = true`: items the
+search never selected on); and random search over the same space with as many evaluations
+as the search used, each on 25 items, its 8 best then judged as the search's finalists are
+(through the Python API: it is a baseline, not a command). Search, random search and
+calibration see the validation split only; the table is `tailorc eval` on the test split,
+and the issue's targets are checked against it. With --write-docs the table goes to docs/results.md
 (between the real-results markers) and the raw numbers to docs/results_real.json;
 `--reuse-baselines` takes the rows that do not depend on the search from such a file.
 """
@@ -53,15 +54,15 @@ def models_block(family: Path) -> str:
 
 def search_recipe(family: Path, seed: int, a: argparse.Namespace, warm: bool = True) -> str:
     """recipes/base.tr's search, on this family (25 then 50 validation items per task by
-    successive halving, the 8 finalists on all 100), with any `--setting KEY=VALUE`
-    replacing or adding a setting."""
+    successive halving, the 8 finalists judged on the 50 the search never read: `holdout`),
+    with any `--setting KEY=VALUE` replacing or adding a setting."""
     settings = {
         "remove": "25%", "tasks": f'"{family / "tasks" / "val"}"',
         "population": a.population, "generations": a.generations, "limit": 50,
         "min_limit": 25, "final_limit": 100, "seed": seed,
         "methods": "[task_arithmetic]", "weight_range": "[0.0, 1.0]",
         "min_task_retention": "80%", "ppl_weight": 0.5, "finalists": 8,
-        "local_search": a.local_search, "max_memory": '"1GB"'}
+        "local_search": a.local_search, "max_memory": '"1GB"', "holdout": "true"}
     if not warm:
         settings["warm_start"] = 0
     settings |= dict(kv.split("=", 1) for kv in getattr(a, "setting", None) or [])
@@ -309,7 +310,8 @@ def main() -> None:
         row = saved(work, "search", seed, key, a)
         if row is None:
             best, cost = search(family, work, seed, a)
-            row = scores({SEARCH: best}, family, a.threads)[SEARCH] | cost | {"seed": seed, "threads": a.threads}
+            row = (scores({SEARCH: best}, family, a.threads)[SEARCH] | cost
+                   | {"seed": seed, "threads": a.threads})
             save(work, "search", seed, key, row)
         rows.setdefault(SEARCH, []).append(row)
         print(f"seed {seed}: {row}", flush=True)
@@ -318,7 +320,8 @@ def main() -> None:
             row = saved(work, "random", seed, key, a)
             if row is None:
                 best, cost = random_search(family, work, seed, row_budget(rows, seed), a)
-                row = scores({RANDOM: best}, family, a.threads)[RANDOM] | cost | {"seed": seed, "threads": a.threads}
+                row = (scores({RANDOM: best}, family, a.threads)[RANDOM] | cost
+                       | {"seed": seed, "threads": a.threads})
                 save(work, "random", seed, key, row)
             rows.setdefault(RANDOM, []).append(row)
             print(f"random, seed {seed}: {row}", flush=True)
