@@ -351,8 +351,8 @@ def main() -> None:
         if a.reuse_rows:
             extra += " --reuse-rows"
             took = ("each run's wall seconds are in the table: runs went in separate "
-                    "processes, two at a time on 2 cores, one thread each, and this call "
-                    "collected their saved rows")
+                    "processes sharing 2 cores (each row's threads are in the raw numbers), "
+                    "and this call collected their saved rows")
         else:
             took = f"the whole run took {total} s on 2 cores"
         if a.reuse_baselines:
