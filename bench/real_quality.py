@@ -124,7 +124,7 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
     from recipe_compiler.language.printer import format_recipe
     from recipe_compiler.search import make_evaluator, prepare
     from recipe_compiler.search.genome import decode, random_genome
-    from recipe_compiler.search.refine import all_rungs, holdout_scores
+    from recipe_compiler.search.refine import all_rungs, on_holdout
     from recipe_compiler.search.session import use_references
     from recipe_compiler.search.space import rungs
 
@@ -152,8 +152,7 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
         used += 1
         scores = ev.scores(r, final)
         if settings.holdout:  # as the search's finish: the items past its limit alone
-            scores = holdout_scores(scores, ev.scores(r, len(top) - 1), sizes,
-                                    all_rungs(settings)[-1], top[-1])
+            scores = on_holdout(settings, sizes, scores, ev.scores(r, len(top) - 1), final)
         fitness = ev.fitness(scores)
         if fitness > best[0]:
             best = (fitness, r)

@@ -183,20 +183,32 @@ def calibration_texts(path, samples: int) -> list[str]:
     `evaluate.tasks`); any problem, a file with no text included, is a `TaskError`."""
     from pathlib import Path
 
-    from recipe_compiler.evaluate import McItem, TaskError, load_task
+    from recipe_compiler.evaluate import TaskError, load_task
     from recipe_compiler.evaluate.tasks import read_task_text
 
     path = Path(path)
     if path.suffix == ".txt":
-        lines = [ln.strip() for ln in read_task_text(path).splitlines()]
-        texts = [ln for ln in lines if ln]
+        texts = text_lines(read_task_text(path))
         if not texts:
             raise TaskError(path, None, "no calibration text (every line is blank)")
         return texts[:samples]
-    task = load_task(path)
-    texts = [it.context + it.choices[it.gold] if isinstance(it, McItem) else it.prompt + it.answer
-             for it in task.items]
-    return texts[:samples]
+    return [item_text(it) for it in load_task(path).items][:samples]
+
+
+def text_lines(text: str) -> list[str]:
+    """A calibration text file's texts: its non-blank lines, stripped."""
+    return [ln for ln in (ln.strip() for ln in text.splitlines()) if ln]
+
+
+def item_text(item) -> str:
+    """A task item as calibration text: a multiple-choice item's context with its gold
+    choice, a generation item's prompt with its answer (what a model of the task should
+    find likely)."""
+    from recipe_compiler.evaluate import McItem
+
+    if isinstance(item, McItem):
+        return item.context + item.choices[item.gold]
+    return item.prompt + item.answer
 
 
 def drop_recipe(model_name: str, model_path: str, n_layers: int, drops: set[int],

@@ -90,6 +90,13 @@ def holdout_scores(final: dict[str, float], last: dict[str, float], sizes: dict[
     return out
 
 
+def on_holdout(settings: Settings, sizes: dict[str, int], final: dict[str, float],
+               last: dict[str, float], rung: int) -> dict[str, float]:
+    """`holdout_scores` for a search's settings: `final` scored at `rung` (of `all_rungs`),
+    `last` at the search's own last rung (index `len(rungs(settings)) - 1`)."""
+    return holdout_scores(final, last, sizes, all_rungs(settings)[rung], rungs(settings)[-1])
+
+
 def _finalists(inds: list, n: int) -> list:
     seen, out = set(), []
     for ind in sorted(inds, key=lambda i: -i.fitness.values[0]):
@@ -110,10 +117,9 @@ def _rescore(search, inds: list, score: ScoreMap, rung: int):
     results = score(recipes, rung)
     search.evaluations += len(inds)
     if search.settings.holdout:  # the items past the search's own: a fresh sample
-        top = rungs(search.settings)
-        last = score(recipes, len(top) - 1)  # cached for those that reached it
-        results = [holdout_scores(f, la, search.task_sizes, all_rungs(search.settings)[rung],
-                                  top[-1]) for f, la in zip(results, last)]
+        last = score(recipes, len(rungs(search.settings)) - 1)  # cached for those there
+        results = [on_holdout(search.settings, search.task_sizes, f, la, rung)
+                   for f, la in zip(results, last)]
     for ind, scores in zip(inds, results):
         ind.final_scores = scores
     return max(inds, key=lambda i: (search.fitness_of(i.final_scores), -inds.index(i)))
