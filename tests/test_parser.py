@@ -134,3 +134,30 @@ def test_bad_or_odd_text_gives_diagnostics_not_exceptions(text):
     else:
         assert isinstance(r, Recipe)
         assert parse(format_recipe(r)) == r
+
+
+def test_parsed_grammar_is_cached_and_a_bad_cache_is_rebuilt(tmp_path):
+    """The LALR tables are kept in the user's cache; a corrupt cache file or a cache
+    folder that cannot be made still parses, the same."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from recipe_compiler.language.parser import parse; "
+            "print(parse('model base = \"b\"\\nslot 0 = drop\\n').slots)")
+
+    def run(cache: Path) -> str:
+        env = dict(os.environ, TAILOR_CACHE=str(cache))
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env)
+        assert proc.returncode == 0 and not proc.stderr, proc.stderr
+        return proc.stdout
+
+    first = run(tmp_path / "cache")
+    (cached,) = (tmp_path / "cache" / "grammar").iterdir()
+    assert cached.suffix == ".lark" and cached.stat().st_size > 0
+    assert run(tmp_path / "cache") == first  # from the cache
+    cached.write_bytes(b"not a cache\n")
+    assert run(tmp_path / "cache") == first
+    (tmp_path / "afile").write_text("")
+    assert run(tmp_path / "afile") == first  # no folder can be made under a file

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from recipe_compiler import default_cache
+
 __all__ = ["GGUF_NAME", "RealModelUnavailable", "gguf_path", "smollm2_checkpoint",
            "tiny_finetune", "default_cache"]
 
@@ -45,14 +47,6 @@ DTYPE = "bfloat16"
 
 class RealModelUnavailable(RuntimeError):
     """The optional extra that ships the real model is not installed (one-line message)."""
-
-
-def default_cache() -> Path:
-    """``$TAILOR_CACHE``, else ``$XDG_CACHE_HOME/tailor``, else ``~/.cache/tailor``."""
-    if os.environ.get("TAILOR_CACHE"):
-        return Path(os.environ["TAILOR_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "tailor"
 
 
 def gguf_path() -> Path:
