@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from recipe_compiler.compiler.plan import Combine, Convert, Output, Read, Task
+from recipe_compiler.compiler.plan import Combine, Convert, Output, Read, Task, sliced
 from recipe_compiler.execute import _compute_whole, _Warnings, compute, fused, nptasks
 from recipe_compiler.execute.finite import maybe_nonfinite
 from recipe_compiler.execute.reader import Inputs
@@ -61,7 +61,7 @@ def both_paths(t: Task, tensors: dict[Read, torch.Tensor]):
         warnings = _Warnings(messages.append)
         held: dict[Read, torch.Tensor] = {}
         if fast:
-            assert fused.fusable(t)
+            assert sliced(t)
             out = compute(t, FakeInputs(tensors), held, torch.device("cpu"), warnings)
         else:
             held = dict(tensors)
@@ -279,3 +279,106 @@ def test_cpu_merge_build_skips_torch_and_writes_torchs_bytes(family_root, tmp_pa
     for shard in plan.shards:
         assert (out / shard.file_name).read_bytes() == \
             (tmp_path / "torch" / shard.file_name).read_bytes()
+
+
+WHOLE_RECIPE = """
+model base = "../fam/base"
+model math = "../fam/math"
+model code = "../fam/code"
+slot 0 = take(base)
+slot 1..8 = merge(math, code, weights=[0.6, 0.4], method=ties, density=0.4)
+"""
+
+
+def test_whole_tensor_tasks_run_two_at_a_time_with_the_bytes_and_warnings_of_one(
+        family_root, tmp_path, monkeypatch):
+    """TIES tasks are computed two at a time on the CPU (their sort uses one core): the
+    shards and the NaN warnings, in their order, are those of one task at a time."""
+    import shutil
+    import threading
+    import time
+
+    from safetensors.torch import load_file, save_file
+
+    import recipe_compiler.execute as ex
+    from recipe_compiler.compiler.check import load_and_check
+    from recipe_compiler.compiler.plan import lower
+    from recipe_compiler.language.parser import parse
+
+    fam = tmp_path / "fam"
+    shutil.copytree(family_root / "fam", fam)
+    for model, layer in (("math", 2), ("code", 5)):  # NaNs in two tasks' inputs
+        path = fam / model / "model.safetensors"
+        tensors = load_file(path)
+        tensors[f"model.layers.{layer}.mlp.up_proj.weight"][0, :3] = float("nan")
+        save_file(tensors, path, metadata={"format": "pt"})
+    (tmp_path / "r").mkdir()
+    recipe_path = tmp_path / "r" / "ties.tr"
+    recipe_path.write_text(WHOLE_RECIPE)
+    recipe = parse(WHOLE_RECIPE, str(recipe_path))
+    models, diags = load_and_check(recipe, require_closed=True)
+    plan = lower(recipe, models)
+
+    real, lock, active, most = ex._compute_whole, threading.Lock(), [0], [0]
+
+    def counted(*args):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.002)  # long enough for the next task to start beside this one
+        try:
+            return real(*args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(ex, "_compute_whole", counted)
+    runs = {}
+    for at_once in (1, 2):
+        monkeypatch.setattr(ex, "WHOLE_AT_ONCE", at_once)
+        most[0], messages = 0, []
+        out = tmp_path / f"out{at_once}"
+        out.mkdir()
+        assert ex.execute(plan, out, on_warning=messages.append) == 2
+        runs[at_once] = ([(out / s.file_name).read_bytes() for s in plan.shards], messages,
+                         most[0])
+    assert runs[1][2] == 1 and runs[2][2] == 2
+    assert runs[1][0] == runs[2][0]
+    assert runs[1][1] == runs[2][1]
+    assert "math/model.safetensors: tensor 'model.layers.2.mlp.up_proj.weight'" in \
+        runs[2][1][0]
+
+
+def test_ties_trim_skips_kthvalue_when_sampled_magnitudes_repeat():
+    g = torch.Generator().manual_seed(0)
+    bf16 = (torch.randn(100_000, generator=g) * 0.02).bfloat16().float() - \
+        (torch.randn(100_000, generator=g) * 0.02).bfloat16().float()
+    assert _ops._ties_likely(bf16.abs())
+    assert not _ops._ties_likely(torch.randn(100_000, generator=g).abs())
+    assert not _ops._ties_likely(torch.zeros(100))  # too small to sample: kthvalue decides
+
+
+def test_shards_are_written_back_while_the_build_goes_on(family_root, tmp_path, monkeypatch):
+    """Every `WRITEBACK` bytes written, copied or computed, a shard's write-back to disk is
+    started, so that the closing fsync finds little left to write."""
+    from recipe_compiler.compiler.check import load_and_check
+    from recipe_compiler.compiler.plan import lower
+    from recipe_compiler.execute import execute, writer
+    from recipe_compiler.language.parser import parse
+
+    started: list[int] = []
+    monkeypatch.setattr(writer, "WRITEBACK", 4096)
+    monkeypatch.setattr(writer, "start_writeback", started.append)
+    path = family_root / "writeback.tr"
+    path.write_text(NUMPY_RECIPE.format(dtype=""))
+    recipe = parse(path.read_text(), str(path))
+    models, _ = load_and_check(recipe, require_closed=True)
+    plan = lower(recipe, models)
+    (tmp_path / "o").mkdir()
+    execute(plan, tmp_path / "o")
+    assert len(started) >= plan.write_bytes // (2 * 4096)
+    writer._sync_file_range.cache_clear()
+    with open(tmp_path / "f", "wb") as f:  # the real call: a hint that never fails a build
+        f.write(b"x" * 10)
+        monkeypatch.undo()
+        writer.start_writeback(f.fileno())

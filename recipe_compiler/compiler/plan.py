@@ -404,6 +404,25 @@ def _order(outputs: tuple[Output, ...], exprs: dict[str, Expr], recipe: Recipe
     return tuple(tasks)
 
 
+SLICED_DTYPES = ("F32", "F16", "BF16")  # float32 holds every value of these exactly
+WHOLE_AT_ONCE = 2  # whole-tensor tasks the CPU computes at once (execute/__init__.py)
+
+
+def sliced(task: Task) -> bool:
+    """Whether the CPU computes the task slice by slice (execute/fused.py): a conversion,
+    or a merge whose method's formula is elementwise, between float dtypes. Other
+    computing tasks (TIES, DARE, slerp...) are computed whole, `WHOLE_AT_ONCE` at a time."""
+    expr = task.expr
+    if task.out.dtype not in SLICED_DTYPES + ("F64",) or any(
+            r.dtype not in SLICED_DTYPES for r in task.reads):
+        return False
+    if isinstance(expr, Convert):
+        return True
+    if not isinstance(expr, Combine):
+        return False
+    return bool(getattr(methods.get(expr.method).formula, "elementwise", False))
+
+
 def task_memory(task: Task) -> int:
     """Bytes a task holds at once: its inputs raw and as float32, plus its float32 result."""
     if isinstance(task.expr, Copy):
@@ -414,10 +433,18 @@ def task_memory(task: Task) -> int:
 
 
 def _peak(tasks: tuple[Task, ...]) -> int:
-    peak, kept = 0, 0
+    """The most bytes held at once: a task, what the task before it kept for it, and, for
+    a whole-tensor task, the whole-tensor task before it, which may still be computing
+    (`WHOLE_AT_ONCE`). Copies hold nothing and do not separate two whole-tensor tasks."""
+    assert WHOLE_AT_ONCE == 2, "the sum below pairs each whole-tensor task with one other"
+    peak, kept, running = 0, 0, 0
     for t in tasks:
-        peak = max(peak, kept + task_memory(t))
+        if isinstance(t.expr, Copy):
+            continue
+        whole = not sliced(t)
+        peak = max(peak, kept + task_memory(t) + (running if whole else 0))
         kept = sum(4 * math.prod(r.shape) for r in t.keep)
+        running = task_memory(t) if whole else 0
     return peak
 
 

@@ -35,16 +35,19 @@ from __future__ import annotations
 import logging
 import os  # noqa: F401  (callers reach os.pwrite etc. through this module)
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recipe_compiler.compiler.plan import (
+    WHOLE_AT_ONCE,
     Copy,
     Plan,
     Read,
     Task,
+    sliced,
     task_memory,
 )
 from recipe_compiler.execute import fused, nptasks
@@ -116,6 +119,26 @@ class _Warnings:
                        f"'{r.model}'")
 
 
+class _TaskWarnings(_Warnings):
+    """The warnings of one task computed in a worker thread, kept until the build's own
+    `_Warnings` takes them in task order (`replay`), so that they read the same as when
+    every task ran in turn."""
+
+    def __init__(self, build: _Warnings):
+        super().__init__(None)
+        self.seen = set(build.seen)
+        self.found: list[tuple[tuple[str, str], int, str]] = []
+
+    def nonfinite(self, key: tuple[str, str], n: int, message: str) -> None:
+        if n and key not in self.seen:
+            self.seen.add(key)
+            self.found.append((key, n, message))
+
+    def replay(self, build: _Warnings) -> None:
+        for found in self.found:
+            build.nonfinite(*found)
+
+
 def _as_float(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     import torch
 
@@ -132,7 +155,7 @@ def compute(task: Task, inputs: _Inputs, held: dict[Read, torch.Tensor],
     fresh = [r for r in dict.fromkeys(task.reads) if r not in held]
     for r in fresh:
         held[r] = inputs.read_array(r) if lite else inputs.read(r)
-    if lite or (device.type == "cpu" and fused.fusable(task)):
+    if lite or (device.type == "cpu" and sliced(task)):
         raw = {r: held[r] for r in dict.fromkeys(task.reads)}
         check = set(fresh) if warnings else set()
         if lite:
@@ -197,19 +220,20 @@ class _ReadAhead:
             if not isinstance(plan.tasks[k].expr, Copy):
                 following = k
 
-    def start(self, k: int, inputs: Inputs) -> None:
+    def start(self, k: int, inputs: Inputs, busy: int = 0) -> None:
+        """`busy`: bytes held by whole-tensor tasks still computing beside task k."""
         j = self.next.get(k)
         if j is None:
             return
         task, nxt = self.tasks[k], self.tasks[j]
         reads = [r for r in dict.fromkeys(nxt.reads) if r not in task.keep]
-        if self.holds(task) + sum(r.nbytes for r in reads) <= self.peak:
+        if busy + self.holds(task) + sum(r.nbytes for r in reads) <= self.peak:
             inputs.prefetch(reads)
 
     def holds(self, task: Task) -> int:
         """Bytes the task holds at its peak: its inputs as stored and its output, plus the
         float32 slices when fused; what the plan predicts otherwise."""
-        if not (self.cpu and fused.fusable(task)):
+        if not (self.cpu and sliced(task)):
             return task_memory(task)
         reads = tuple(dict.fromkeys(task.reads))
         slices = 4 * min(fused.SLICE, task.out.nbytes) * (len(reads) + 4)
@@ -243,30 +267,88 @@ def execute(plan: Plan, out_dir: Path, *, device: str = "cpu",
     (see output.py). `engine`: see `numpy_engine`; both give the same bytes."""
     lite = numpy_engine(plan, device, engine)
     dev = None if lite else _device(plan, device)
-    inputs, shards, warnings = _Inputs(), None, _Warnings(on_warning)
+    inputs, shards, warnings, whole = _Inputs(), None, _Warnings(on_warning), None
     try:
         shards = _ShardFiles(plan, out_dir)
         held: dict[Read, torch.Tensor] = {}
         ahead = _ReadAhead(plan, lite or (dev is not None and dev.type == "cpu"))
         if check_copies:  # the scans run ahead of the copies, in their own thread
             inputs.scan_ahead([t.expr.src for t in plan.tasks if isinstance(t.expr, Copy)])
+        whole = _Whole(dev, shards, warnings)
         for k, task in enumerate(_with_progress(plan, on_progress)):
             if isinstance(task.expr, Copy):
                 src = task.expr.src
                 if check_copies and (src.file, src.tensor) not in warnings.seen:
                     warnings.read(src, inputs.count_nonfinite(src))
                 shards.copy(task.out, src, inputs)
+            elif whole.takes(task):
+                whole.start(task, inputs, held)
+                ahead.start(k, inputs, whole.busy() - task_memory(task))
             else:
+                whole.finish()
                 ahead.start(k, inputs)
                 out = compute(task, inputs, held, dev, warnings)
                 shards.write_later(task.out, out)
             held = {r: held[r] for r in task.keep if r in held}
+        whole.finish()
         shards.close()
         return warnings.count
     finally:
         if shards is not None and shards.fds:
             shards.close(sync=False)
+        if whole is not None:
+            whole.close()
         inputs.close()
+
+
+class _Whole:
+    """Whole-tensor tasks on the CPU (TIES, DARE, slerp: not `sliced`), `WHOLE_AT_ONCE` at a
+    time, each in a worker thread. Their time goes mostly to operations that run on one
+    core (TIES's sort of every magnitude), so two tasks at once use two cores; the plan's
+    predicted peak counts both. Inputs are read on the calling thread, in plan order;
+    results are written and warnings given in plan order too."""
+
+    def __init__(self, dev: torch.device | None, shards: ShardFiles, warnings: _Warnings):
+        self.cpu = dev is not None and dev.type == "cpu"
+        self.dev, self.shards, self.warnings = dev, shards, warnings
+        self.pool: ThreadPoolExecutor | None = None
+        self.running: list[tuple[Task, Future, _TaskWarnings]] = []
+
+    def takes(self, task: Task) -> bool:
+        return self.cpu and not sliced(task)
+
+    def busy(self) -> int:
+        return sum(task_memory(t) for t, _, _ in self.running)
+
+    def start(self, task: Task, inputs: Inputs, held: dict[Read, torch.Tensor]) -> None:
+        if any(r in held for r in task.reads):
+            self.finish()  # an input kept from a running task: its warnings come first
+        while len(self.running) >= WHOLE_AT_ONCE:
+            self._finish_oldest()
+        fresh = [r for r in dict.fromkeys(task.reads) if r not in held]
+        for r in fresh:
+            held[r] = inputs.read(r)
+        mine = {r: held[r] for r in dict.fromkeys(task.reads)}
+        found = _TaskWarnings(self.warnings)
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(WHOLE_AT_ONCE, thread_name_prefix="tailor-whole")
+        job = self.pool.submit(_compute_whole, task, mine, fresh, self.dev, found)
+        self.running.append((task, job, found))
+
+    def _finish_oldest(self) -> None:
+        task, job, found = self.running.pop(0)
+        out = job.result()
+        found.replay(self.warnings)
+        self.shards.write_later(task.out, out)
+
+    def finish(self) -> None:
+        while self.running:
+            self._finish_oldest()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
 
 def execute_to_state_dict(plan: Plan, *, device: str = "cpu",

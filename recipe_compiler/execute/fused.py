@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from typing import TYPE_CHECKING
 
-from recipe_compiler import methods
 from recipe_compiler.compiler.plan import Combine, Convert, Read, Task
 from recipe_compiler.execute.finite import maybe_nonfinite
 
@@ -34,21 +33,6 @@ if TYPE_CHECKING:
 # `_workers()` threads instead (torch releases the GIL), which keeps every core busy
 # without threads spinning at barriers while another process holds a core.
 SLICE = 30 * 1024
-
-
-FUSED_DTYPES = ("F32", "F16", "BF16")  # float32 holds every value of these exactly
-
-
-def fusable(task: Task) -> bool:
-    expr = task.expr
-    if task.out.dtype not in FUSED_DTYPES + ("F64",) or any(
-            r.dtype not in FUSED_DTYPES for r in task.reads):
-        return False
-    if isinstance(expr, Convert):
-        return True
-    if not isinstance(expr, Combine):
-        return False
-    return bool(getattr(methods.get(expr.method).formula, "elementwise", False))
 
 
 def run(task: Task, raw: dict[Read, torch.Tensor], check: set[Read], out_dtype: torch.dtype,
