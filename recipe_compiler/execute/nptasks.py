@@ -85,19 +85,24 @@ def _slices_quietly(task: Task, flat_out: np.ndarray, check: set[Read], out_chec
                     ) -> tuple[set[Read], bool]:
     n = flat_out.size
     bufs = _Buffers(flat, min(n, SLICE))
+    reads = list(flat)  # in the task's order; lists, as hashing a Read per slice costs
+    arrays = [flat[r] for r in reads]
+    ins = [bufs.ins[r] for r in reads]
+    checked = [r in check for r in reads]
+    formula = _formula_of(task, reads)
     flagged: set[Read] = set()
     out_bad = False
     for at in starts:
         m = min(SLICE, n - at)
-        xs = {}
-        for r, a in flat.items():
-            x = _as_float32(r, a[at:at + m], bufs.ins[r][:m])
-            if r in check and r not in flagged and not np.isfinite(x.sum()):
-                flagged.add(r)
-            xs[r] = x
-        y = _formula(task, xs, bufs.y[:m], bufs.tmp[:m])
+        xs = [_as_float32(r, a[at:at + m], buf[:m]) for r, a, buf in zip(reads, arrays, ins)]
+        y = formula(xs, bufs.y[:m], bufs.tmp[:m])
+        calm = bool(np.isfinite(np.dot(y, y)))
+        if not calm:  # some value is large, NaN or inf: find which inputs hold NaN/inf
+            for r, x, c in zip(reads, xs, checked):
+                if c and r not in flagged and not np.isfinite(x.sum()):
+                    flagged.add(r)
         if _store(y, flat_out[at:at + m], task.out.dtype, bufs.bits[:m],
-                  out_check and not out_bad):
+                  out_check and not out_bad, calm):
             out_bad = True
     return flagged, out_bad
 
@@ -112,24 +117,32 @@ def _as_float32(r: Read, a: np.ndarray, buf: np.ndarray) -> np.ndarray:
     return buf
 
 
-def _formula(task: Task, xs: dict[Read, np.ndarray], y: np.ndarray, tmp: np.ndarray
-             ) -> np.ndarray:
-    """`merge.float_result` on slices: the formula, then the scale."""
+def _formula_of(task: Task, reads: list[Read]):
+    """`merge.float_result` on slices, as a function of the slices of `reads` (in that
+    order), the result buffer and a scratch: the formula, then the scale."""
     expr = task.expr
     if isinstance(expr, Convert):
         if expr.scale is None:
-            return xs[expr.src]
-        return np.multiply(xs[expr.src], np.float32(expr.scale), out=y)
+            return lambda xs, y, tmp: xs[0]
+        scale = np.float32(expr.scale)
+        return lambda xs, y, tmp: np.multiply(xs[0], scale, out=y)
     assert isinstance(expr, Combine)
     method = methods.get(expr.method)
-    base = xs[expr.base] if expr.base is not None else None
-    if method.needs_base and base is None:
+    if method.needs_base and expr.base is None:
         raise ValueError(f"{expr.method} needs the base model's tensor")
     params = {"weights": expr.weights, "key": expr.key, **dict(expr.params)}
-    method.numpy_formula([xs[r] for r in expr.inputs], base, params, y, tmp)
-    if expr.scale is not None:
-        np.multiply(y, np.float32(expr.scale), out=y)
-    return y
+    at = [reads.index(r) for r in expr.inputs]
+    b = reads.index(expr.base) if expr.base is not None else None
+    scale = None if expr.scale is None else np.float32(expr.scale)
+
+    def formula(xs: list[np.ndarray], y: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+        method.numpy_formula([xs[k] for k in at], None if b is None else xs[b], params, y,
+                             tmp)
+        if scale is not None:
+            np.multiply(y, scale, out=y)
+        return y
+
+    return formula
 
 
 # The least float32 magnitude each cast rounds to inf.
@@ -137,11 +150,13 @@ _OVERFLOW = {"F16": np.float32(65520.0),
              "BF16": np.array([0x7F7F8000], dtype=np.uint32).view(np.float32)[0]}
 
 
-def _store(y: np.ndarray, dst: np.ndarray, dtype: str, bits: np.ndarray, check: bool) -> bool:
+def _store(y: np.ndarray, dst: np.ndarray, dtype: str, bits: np.ndarray, check: bool,
+           calm: bool = False) -> bool:
     """Cast the float32 slice `y` into `dst` (stored bytes of `dtype`); with `check`, True
-    when the result may hold NaN/inf (False: it surely holds none)."""
+    when the result may hold NaN/inf (False: it surely holds none). `calm`: y·y is finite,
+    so every value is finite and below 2**64 in magnitude, far from bfloat16's overflow."""
     # bfloat16 needs the test anyway: a NaN's bits do not round to a NaN
-    finite = bool(np.isfinite(y.sum())) if check or dtype == "BF16" else True
+    finite = calm or (bool(np.isfinite(y.sum())) if check or dtype == "BF16" else True)
     if dtype == "F32":
         dst[...] = y
     elif dtype == "F16":
@@ -156,7 +171,7 @@ def _store(y: np.ndarray, dst: np.ndarray, dtype: str, bits: np.ndarray, check: 
         np.copyto(dst, bits, casting="unsafe")
         if not finite:
             dst[np.isnan(y)] = _NAN_BF16
-    if not check:
+    if not check or (calm and dtype == "BF16"):
         return False
     if finite and dtype in _OVERFLOW:  # a finite value may round to inf
         limit = _OVERFLOW[dtype]
