@@ -290,7 +290,8 @@ def curve_points(b: Bench, ks: list[int], base_mean: float, seed: int) -> dict:
         bk = Bench(**{**b.__dict__, "remove": k})
         for method in ("block-influence", "sleb"):
             curve[method][k] = prune_row(method, b.zoo / "base", bk)["mean"]
-        curve["GPTailor"][k] = search_row("?", True, bk, seed, f"curve{k}")["mean"]
+        op, warm, extra = SEARCHES[SEARCH]  # the reported configuration
+        curve["GPTailor"][k] = search_row(op, warm, bk, seed, f"curve{k}", extra)["mean"]
         print("curve", k, {m: c[k] for m, c in curve.items()}, flush=True)
     return curve
 
@@ -401,7 +402,7 @@ def parse_args(argv: list[str] | None):
     args = ap.parse_args(argv)
     if args.quick:
         args.population, args.generations, args.limit, args.samples = 4, 2, 10, 4
-        args.curve = ""
+        args.curve = "0,1" if args.curve == ap.get_default("curve") else args.curve
     return args
 
 
@@ -468,8 +469,6 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for label, row in seed_rows(b, seed, on_row, args.only).items():
             runs.setdefault(label, []).append(row | {"seed": seed})
-    ks = [int(k) for k in args.curve.split(",") if k.strip()]
-    curve = curve_points(b, ks, runs["dense base"][0]["mean"], args.seeds[0]) if ks else {}
     from recipe_compiler.zoo import load_manifest
 
     zoo_sha = next(h for n, _, _, h in load_manifest(b.zoo).models if n == "base")
@@ -477,8 +476,14 @@ def main(argv: list[str] | None = None) -> int:
            "reused": args.reuse is not None,
            "seeds": args.seeds, "search": b.search, "limit": args.limit,
            "samples": args.samples, "seconds": round(time.perf_counter() - started, 1),
-           "rows": runs, "curve": curve}
+           "rows": runs, "curve": {}}
+    # written before the curve too, so that an hour of rows outlives a failure there
     (b.work / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
+    ks = [int(k) for k in args.curve.split(",") if k.strip()]
+    if ks:
+        raw["curve"] = curve_points(b, ks, runs["dense base"][0]["mean"], args.seeds[0])
+        raw["seconds"] = round(time.perf_counter() - started, 1)
+        (b.work / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
     publish(raw, args)
     print(f"total {raw['seconds']:.0f}s", flush=True)
     return 0

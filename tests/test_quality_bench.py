@@ -31,3 +31,6 @@ def test_quick_bench_runs_every_row(tmp_path: Path, quick_zoo: Path,
     for ga, rnd in zip(rows[bench.SEARCH], rows[bench.RANDOM]):
         assert rnd["evaluations"] >= ga["evaluations"]
     assert all(len(r["drops"]) == 3 for m in pruned for r in rows[m])
+    # the curve: one layer removed, by each pruner and by the reported configuration
+    assert set(raw["curve"]) == {"block-influence", "sleb", "GPTailor"}
+    assert all(set(points) == {"0", "1"} for points in raw["curve"].values())
