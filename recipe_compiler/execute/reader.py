@@ -37,7 +37,7 @@ class Inputs:
 
     def __init__(self) -> None:
         self.fds: dict[str, int] = {}
-        self.pending: dict[Read, Future[bytearray]] = {}
+        self.pending: dict[Read, Future] = {}
         self.scans: dict[Read, Future[int]] = {}
         self.pool: ThreadPoolExecutor | None = None
         self.scanner: ThreadPoolExecutor | None = None
@@ -86,14 +86,18 @@ class Inputs:
             return np.empty(r.shape, dtype=dtype)
         return np.frombuffer(self._take(r), dtype=dtype).reshape(r.shape)
 
-    def _take(self, r: Read) -> bytearray:
+    def _take(self, r: Read):
         """The bytes of `r`: those the reader thread read ahead, else read now."""
         ahead = self.pending.pop(r, None)
         return ahead.result() if ahead is not None else self._bytes(r, self.fd(r.file))
 
     @staticmethod
-    def _bytes(r: Read, fd: int) -> bytearray:
-        buf = bytearray(r.nbytes)
+    def _bytes(r: Read, fd: int):
+        """A buffer of r's bytes: an uninitialised numpy array, since `bytearray(n)` would
+        first write n zeros, one more pass over every input byte."""
+        import numpy as np
+
+        buf = np.empty(r.nbytes, dtype=np.uint8)
         view, done = memoryview(buf), 0
         while done < r.nbytes:
             got = os.preadv(fd, [view[done:]], r.begin + done)
