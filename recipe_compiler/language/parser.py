@@ -21,7 +21,7 @@ from pathlib import Path
 
 import lark
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedInput
+from lark.exceptions import ConfigurationError, UnexpectedInput
 
 from recipe_compiler import methods
 from recipe_compiler.language.arguments import ArgumentReader, _show
@@ -88,14 +88,20 @@ def _lark() -> Lark:
     cached = _grammar_cache(text)
     if cached is None:
         return Lark(text, **options)
-    if cached.exists():
-        return Lark(text, cache=str(cached), **options)
-    fresh = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-    parser = Lark(text, cache=str(fresh), **options)
+    # cache_grammar: the loaded parser keeps `.grammar` too (the fuzz tests generate
+    # recipes from it); Lark before 1.2 has no such option, and then no cache is used
+    options["cache_grammar"] = True
+    fresh = None if cached.exists() else cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
     try:
-        os.replace(fresh, cached)
-    except OSError:
-        fresh.unlink(missing_ok=True)
+        parser = Lark(text, cache=str(fresh or cached), **options)
+    except (ConfigurationError, TypeError):
+        del options["cache_grammar"]
+        return Lark(text, **options)
+    if fresh is not None:
+        try:
+            os.replace(fresh, cached)
+        except OSError:
+            fresh.unlink(missing_ok=True)
     return parser
 
 
@@ -103,7 +109,8 @@ def _grammar_cache(text: str) -> Path | None:
     """Where the parsed grammar is cached; None when the cache folder cannot be made."""
     from recipe_compiler import default_cache
 
-    key = hashlib.sha256(f"{text}\0{lark.__version__}\0{sys.version_info[:2]}".encode())
+    key = hashlib.sha256(f"{text}\0{lark.__version__}\0{sys.version_info[:2]}\0grammar"
+                         .encode())
     folder = default_cache() / "grammar"
     try:
         folder.mkdir(parents=True, exist_ok=True)
