@@ -19,17 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _docs import write_block  # noqa: E402  (bench/_docs.py)
+from real_quality import models_block  # noqa: E402  (bench/real_quality.py)
+from real_quality import run as tailorc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TAILORC = str(Path(sys.executable).parent / "tailorc")
-MODELS = ("base", "facts", "lexicon", "arith")
 # label -> (first slot, last slot + 1, operation on those slots)
 VARIANTS = {
     "ppl on lexicon (every kept slot from lexicon)": (0, 0, ""),
@@ -48,13 +47,6 @@ VARIANTS = {
 }
 
 
-def tailorc(*args: str) -> str:
-    done = subprocess.run([TAILORC, *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"tailorc {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-    return done.stdout
-
-
 def ppl_drops(family: Path, work: Path) -> list[int]:
     out = work / "ppl-lexicon.tr"
     tailorc("prune", str(family / "lexicon"), "--method", "ppl", "--remove", "25%", "--calib",
@@ -66,7 +58,7 @@ def ppl_drops(family: Path, work: Path) -> list[int]:
 
 
 def variant(family: Path, drops: list[int], first: int, stop: int, op: str) -> str:
-    lines = [f'model {m} = "{family / m}"' for m in MODELS] + ["base_model = lexicon"]
+    lines = [models_block(family), "base_model = lexicon"]
     for i in range(30):
         slot = "drop" if i in drops else op if first <= i < stop else "take(lexicon)"
         lines.append(f"slot {i} = {slot}")
