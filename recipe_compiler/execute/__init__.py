@@ -111,8 +111,11 @@ class _Warnings:
     def nonfinite(self, key: tuple[str, str], n: int, message: str) -> None:
         if n and key not in self.seen:
             self.seen.add(key)
-            self.count += 1
-            self.sink(f"{message} has {n:,} NaN/inf value(s)")
+            self.give(key, n, message)
+
+    def give(self, key: tuple[str, str], n: int, message: str) -> None:
+        self.count += 1
+        self.sink(f"{message} has {n:,} NaN/inf value(s)")
 
     def read(self, r: Read, n: int) -> None:
         self.nonfinite((r.file, r.tensor), n, f"{r.file}: tensor '{r.tensor}' of model "
@@ -129,10 +132,8 @@ class _TaskWarnings(_Warnings):
         self.seen = set(build.seen)
         self.found: list[tuple[tuple[str, str], int, str]] = []
 
-    def nonfinite(self, key: tuple[str, str], n: int, message: str) -> None:
-        if n and key not in self.seen:
-            self.seen.add(key)
-            self.found.append((key, n, message))
+    def give(self, key: tuple[str, str], n: int, message: str) -> None:
+        self.found.append((key, n, message))
 
     def replay(self, build: _Warnings) -> None:
         for found in self.found:
