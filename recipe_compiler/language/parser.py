@@ -77,11 +77,12 @@ def _on_comment(token: Token) -> Token:
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    """The recipe parser. Building Lark's LALR tables takes about 0.15 s, a sixth of a
-    whole take/drop build, so they are kept in the user's cache (`default_cache()`), keyed
-    by the grammar's text and the Lark and Python versions (Lark checks the key again on
-    load and rebuilds on any mismatch or unreadable file). The cache is written under a
-    temporary name and renamed, so a parallel process never reads half of it."""
+    """The recipe parser. Building Lark's LALR tables took about 45 ms of every tailorc
+    command (loading them takes 5), so they are kept in the user's cache
+    (`default_cache()`), keyed by the grammar's text and the Lark and Python versions (Lark
+    checks the key again on load and rebuilds on any mismatch or unreadable file). The
+    cache is written under a temporary name and renamed, so a parallel process never reads
+    half of it."""
     text = next(p for p in _GRAMMAR_PLACES if p.exists()).read_text()
     options = dict(parser="lalr", propagate_positions=True, maybe_placeholders=False,
                    lexer_callbacks={"COMMENT": _on_comment})
