@@ -249,16 +249,22 @@ slot 4 = merge(math, code, method=linear, normalize=false, scale=0.9)
 """
 
 
+def plan_of(path):
+    """The plan `tailorc build` runs for the recipe file at `path` (checked: no errors)."""
+    from recipe_compiler.compiler.frontdoor import load_checked
+    from recipe_compiler.compiler.plan import lower
+
+    loaded = load_checked(path, require_closed=True)
+    return lower(loaded.recipe, loaded.models)
+
+
 @pytest.mark.parametrize("dtype", ["", "dtype = bfloat16", "dtype = float16"])
 def test_cpu_merge_build_skips_torch_and_writes_torchs_bytes(family_root, tmp_path, dtype):
     import os
     import subprocess
     import sys
 
-    from recipe_compiler.compiler.check import load_and_check
-    from recipe_compiler.compiler.plan import lower
     from recipe_compiler.execute import execute, numpy_engine
-    from recipe_compiler.language.parser import parse
 
     path = family_root / f"numpy-{len(dtype)}.tr"
     path.write_text(NUMPY_RECIPE.format(dtype=dtype))
@@ -270,9 +276,7 @@ def test_cpu_merge_build_skips_torch_and_writes_torchs_bytes(family_root, tmp_pa
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env)
     assert proc.returncode == 0, proc.stderr
-    recipe = parse(path.read_text(), str(path))
-    models, diags = load_and_check(recipe, require_closed=True)
-    plan = lower(recipe, models)
+    plan = plan_of(path)
     assert numpy_engine(plan, "cpu") and not numpy_engine(plan, "cpu", "torch")
     (tmp_path / "torch").mkdir()
     execute(plan, tmp_path / "torch", engine="torch")
@@ -301,9 +305,6 @@ def test_whole_tensor_tasks_run_two_at_a_time_with_the_bytes_and_warnings_of_one
     from safetensors.torch import load_file, save_file
 
     import recipe_compiler.execute as ex
-    from recipe_compiler.compiler.check import load_and_check
-    from recipe_compiler.compiler.plan import lower
-    from recipe_compiler.language.parser import parse
 
     fam = tmp_path / "fam"
     shutil.copytree(family_root / "fam", fam)
@@ -315,9 +316,7 @@ def test_whole_tensor_tasks_run_two_at_a_time_with_the_bytes_and_warnings_of_one
     (tmp_path / "r").mkdir()
     recipe_path = tmp_path / "r" / "ties.tr"
     recipe_path.write_text(WHOLE_RECIPE)
-    recipe = parse(WHOLE_RECIPE, str(recipe_path))
-    models, diags = load_and_check(recipe, require_closed=True)
-    plan = lower(recipe, models)
+    plan = plan_of(recipe_path)
 
     real, lock, active, most = ex._compute_whole, threading.Lock(), [0], [0]
 
@@ -361,23 +360,17 @@ def test_ties_trim_skips_kthvalue_when_sampled_magnitudes_repeat():
 def test_shards_are_written_back_while_the_build_goes_on(family_root, tmp_path, monkeypatch):
     """Every `WRITEBACK` bytes written, copied or computed, a shard's write-back to disk is
     started, so that the closing fsync finds little left to write."""
-    from recipe_compiler.compiler.check import load_and_check
-    from recipe_compiler.compiler.plan import lower
     from recipe_compiler.execute import execute, writer
-    from recipe_compiler.language.parser import parse
 
     started: list[int] = []
     monkeypatch.setattr(writer, "WRITEBACK", 4096)
     monkeypatch.setattr(writer, "start_writeback", started.append)
     path = family_root / "writeback.tr"
     path.write_text(NUMPY_RECIPE.format(dtype=""))
-    recipe = parse(path.read_text(), str(path))
-    models, _ = load_and_check(recipe, require_closed=True)
-    plan = lower(recipe, models)
+    plan = plan_of(path)
     (tmp_path / "o").mkdir()
     execute(plan, tmp_path / "o")
     assert len(started) >= plan.write_bytes // (2 * 4096)
-    writer._sync_file_range.cache_clear()
     with open(tmp_path / "f", "wb") as f:  # the real call: a hint that never fails a build
         f.write(b"x" * 10)
         monkeypatch.undo()
