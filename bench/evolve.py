@@ -33,7 +33,7 @@ def run(recipe: Path, overrides: dict, caches: bool) -> dict:
 
     def score(recipes, rung):
         calls["n"] += len(recipes)
-        return [ev.scores(r, rung) for r in recipes]
+        return ev.scores_many(recipes, rung)  # with caches off: one by one
 
     start = time.perf_counter()
     warm = warm_starts(ev, p.space)  # seeded as `tailorc evolve` seeds

@@ -96,6 +96,60 @@ def test_cached_and_uncached_fitness_are_identical(space_file):
     assert plain.stats.act_hits == 0
 
 
+def _family(space, seed: int, n: int = 12) -> list:
+    """Genomes as a generation holds them: mutants of two parents (shared layers at the
+    same slots, behind different prefixes) and a few strangers."""
+    rng = random.Random(seed)
+    parents = [random_genome(space, rng) for _ in range(2)]
+    family = parents + [mutate(space, parents[i % 2], rng, 0.2) for i in range(n - 4)]
+    return family + [random_genome(space, rng) for _ in range(2)]
+
+
+def test_a_generation_scored_as_a_tree_scores_what_one_by_one_does(space_file):
+    """`scores_many` runs each distinct layer prefix once and stacks the prefixes that go
+    on through the same layer into one call: the scores are those of `scores`, with fewer
+    layer calls."""
+    p = prepare(space_file, {})
+    tree, alone = make_evaluator(p), make_evaluator(p)
+    for rung in (0, 1):
+        recipes = [decode(p.space, g) for g in _family(p.space, 7)]
+        recipes.append(recipes[0])  # a repeat is scored once
+        got = tree.scores_many(recipes, rung)
+        want = [alone.scores(r, rung) for r in recipes]
+        for a, b in zip(got, want):
+            assert a == pytest.approx(b, abs=1e-6)
+    assert tree.stack.layer_calls < tree.stack.layers_run  # some calls ran stacked rows
+    assert alone.stack.layer_calls == alone.stack.layers_run
+    assert tree.stats == alone.stats  # the same evaluations, score hits, layers skipped
+    assert tree.scores_many(recipes, 1) == got  # now every one is a score-cache hit
+
+
+def test_a_failing_layer_in_the_tree_fails_only_its_candidates(space_file, caplog):
+    """A merged layer whose weights hold NaN spoils the rows stacked with it only for the
+    candidates that use it: they get NaN scores (reported as when scored alone), the others
+    their own scores."""
+    from recipe_compiler.language.recipe import Merge
+
+    p = prepare(space_file, {})
+    ev, plain = make_evaluator(p), make_evaluator(p, caches=False)
+    recipes = [decode(p.space, g) for g in _family(p.space, 11, 16)]
+    bad = next(op for r in recipes for op in r.ops() if isinstance(op, Merge))
+    real = ev.store.layer
+
+    def poisoned(op, src, *, keep=True):
+        params = real(op, src, keep=keep)
+        return {k: v * float("nan") for k, v in params.items()} if op == bad else params
+
+    ev.store.layer = poisoned
+    got = ev.scores_many(recipes, 0)
+    for recipe, scores in zip(recipes, got):
+        if bad in recipe.ops():
+            assert all(v != v for v in scores.values()), recipe  # NaN
+        else:
+            assert scores == pytest.approx(plain.scores(recipe, 0), abs=1e-6)
+    assert any(bad in r.ops() for r in recipes) and "could not be scored" in caplog.text
+
+
 def test_shared_contexts_score_what_separate_rows_score(space_file):
     """A multiple-choice item is one row (its context once, each choice a branch) and short
     items are packed side by side: fewer, fuller rows, the same log-likelihoods."""
@@ -286,12 +340,19 @@ def test_every_architecture_is_searched_as_it_is_built(arch, arch_family, tmp_pa
     p = prepare(path, {})
     ev = make_evaluator(p)
     rng = random.Random(5)
+    recipes = []
     for _ in range(4):
         recipe = decode(p.space, random_genome(p.space, rng))
         model = assemble(recipe, p.models)
         slow = evaluate(model, tok, ev.tasks, limit=8)
         assert ev.scores(recipe, 0) == {n: s.primary for n, s in slow.items()}, recipe
+        recipes.append(recipe)
     assert ev.stats.decoded >= 4  # the item teacher forcing cannot judge, in every candidate
+    tree = make_evaluator(p)  # a generation as a tree: the masks and positions of each
+    recipes += [decode(p.space, g) for g in _family(p.space, 5, 8)]  # architecture repeat
+    for recipe, scores in zip(recipes, tree.scores_many(recipes, 0)):  # for stacked rows
+        assert scores == pytest.approx(ev.scores(recipe, 0), abs=1e-6), recipe
+    assert tree.stack.layer_calls < tree.stack.layers_run
 
 
 def test_search_settings_for_memory_and_dtype(space_file):

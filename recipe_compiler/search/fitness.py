@@ -13,6 +13,9 @@ transformers' own masks and positions. What makes a population cheap:
 - activations: the hidden states after a candidate's first k layers depend only on those k
   layer definitions, so they are kept by that prefix (per batch) in the same budget, and
   candidates sharing a prefix skip its layers;
+- a generation: `scores_many` runs its new candidates together, batch by batch, as a tree
+  of their layer prefixes (`Stack.hidden_many`), the prefixes that go on through the same
+  layer at the same slot stacked into one call;
 - scores: a candidate seen before is not evaluated again;
 - the output head runs only at the positions that are scored, not over the whole batch;
 - contexts: a multiple-choice item is one row, its context once and each choice after it as
@@ -233,19 +236,27 @@ class Evaluator:
             plan.append((self.store.key(op, src), op, src))
         return plan
 
+    def _prefix_keys(self, plan, batch_index: int):
+        """`cache_key(k)` for the activation cache: the batch and the first k layers' keys,
+        as nested (prefix, key) pairs, equal exactly when the layers are; None with the
+        caches off."""
+        if not self.caches:
+            return None
+        prefixes = []
+        prefix: tuple = ()
+        for key, _, _ in plan:
+            prefix = (prefix, key)
+            prefixes.append(prefix)
+        return lambda k: (batch_index, prefixes[k - 1])
+
     @torch.no_grad()
     def hidden_states(self, recipe: Recipe, batch_index: int) -> torch.Tensor:
         """Hidden states of batch `batch_index` after the recipe's layers and final norm."""
         batch = self.batches[batch_index]
         plan = self.layer_plan(recipe)
-        prefixes = []  # nested (prefix, key) pairs: equal exactly when the layers are
-        prefix: tuple = ()
-        for key, _, _ in plan:
-            prefix = (prefix, key)
-            prefixes.append(prefix)
-        cache_key = (lambda k: (batch_index, prefixes[k - 1])) if self.caches else None
         run_before = self.stack.layers_run
-        h = self.stack.hidden(plan, batch.ids, batch.mask, cache_key=cache_key,
+        h = self.stack.hidden(plan, batch.ids, batch.mask,
+                              cache_key=self._prefix_keys(plan, batch_index),
                               keep=self.caches, position_ids=batch.position_ids)
         ran = self.stack.layers_run - run_before
         self.stats.act_misses += ran
@@ -255,8 +266,11 @@ class Evaluator:
     @torch.no_grad()
     def batch_logprobs(self, recipe: Recipe, batch_index: int) -> torch.Tensor:
         """(N, V) log-probabilities at the batch's scored positions."""
+        return self._logprobs(self.hidden_states(recipe, batch_index), batch_index)
+
+    def _logprobs(self, hidden: torch.Tensor, batch_index: int) -> torch.Tensor:
         batch = self.batches[batch_index]
-        h = self.hidden_states(recipe, batch_index)[batch.rows, batch.positions]  # (N, C)
+        h = hidden[batch.rows, batch.positions]  # (N, C)
         return torch.log_softmax(self.stack.head(h).float(), dim=-1)
 
     def dense_model(self, name: str | None = None):
@@ -293,50 +307,64 @@ class Evaluator:
                 self._scores[key] = result
             return result
 
-    def _scores_of(self, recipe: Recipe, rung: int) -> dict[str, float]:
-        key = (recipe, rung)
-        self.stats.evaluations += 1
+    def scores_many(self, recipes: list[Recipe], rung: int) -> list[dict[str, float]]:
+        """`scores` of each recipe. With the caches on, the candidates not scored before run
+        together, batch by batch, as a tree of their shared layer prefixes
+        (`Stack.hidden_many`): the same scores in fewer, larger layer calls. Should the
+        tree fail (a layer that cannot be made), each is scored alone, so that only the
+        culprit gets the worst fitness."""
+        todo = [] if not self.caches else list(dict.fromkeys(
+            r for r in recipes if (r, rung) not in self._scores))
+        done: dict[Recipe, dict[str, float]] = {}
+        if len(todo) > 1:
+            try:
+                done = self._score_tree(todo, rung)
+            except Exception:  # noqa: BLE001 - retried one by one below, which reports it
+                log.debug("tailorc: the tree evaluation failed; scoring one by one",
+                          exc_info=True)
+        return [done.pop(r) if r in done else self.scores(r, rung) for r in recipes]
+
+    @torch.no_grad()
+    def _score_tree(self, recipes: list[Recipe], rung: int) -> dict[Recipe, dict[str, float]]:
+        """The scores of those `recipes` whose log-probabilities were all finite."""
         limit = self.rungs[rung]
-        every = self.tasks + self.texts
-        right = [0.0] * len(every)  # correct items; for a text, summed log-likelihood
-        count = [0] * len(every)  # items; for a text, tokens
-        undecided: dict[int, list[int]] = {}  # generation items only decoding can score
+        plans = [self.layer_plan(r) for r in recipes]
+        slots = [[i for i, op in enumerate(r.ops()) if not isinstance(op, Drop)]
+                 for r in recipes]  # each plan's layers' slots, as `layer_plan` lists them
+        tallies = [_Tally(self, r, rung) for r in recipes]
         for b, batch in enumerate(self.batches):
             if batch.items.start >= limit:
                 continue
-            logprobs = self.batch_logprobs(recipe, b)
-            if not bool(torch.isfinite(logprobs).all()):
-                raise FloatingPointError(f"non-finite log-probabilities on task "
-                                         f"'{self.tasks[batch.task].name}'")
-            picked = logprobs.gather(-1, batch.tokens[:, None])[:, 0].tolist()  # (N,)
-            if every[batch.task].kind == "ppl":
-                right[batch.task] += sum(picked)
-                count[batch.task] += len(picked)
+            live = [i for i, t in enumerate(tallies) if t.error is None]
+            run_before = self.stack.layers_run
+            hidden = self.stack.hidden_many(
+                [plans[i] for i in live], batch.ids, batch.mask, slots=[slots[i] for i in live],
+                cache_keys=[self._prefix_keys(plans[i], b) for i in live],
+                keep=True, position_ids=batch.position_ids)
+            ran = self.stack.layers_run - run_before
+            self.stats.act_misses += ran
+            self.stats.act_hits += sum(len(plans[i]) for i in live) - ran
+            for i, h in zip(live, hidden):
+                tallies[i].add(b, self._logprobs(h, b))
+        done = {}
+        for recipe, tally in zip(recipes, tallies):
+            if tally.error is not None:  # non-finite: `scores` reports it, as alone
                 continue
-            best = logprobs.argmax(-1).tolist()  # (N,) the argmax token at each position
-            for i, item_targets, gold, fa in zip(batch.items, batch.targets, batch.golds,
-                                                 batch.forced):
-                count[batch.task] += 1
-                if fa is None:  # multiple choice: the most likely continuation, as eval
-                    lls = [sum(picked[lo:hi]) for lo, hi in item_targets]
-                    right[batch.task] += (argmax(lls) == gold if self.metric == "acc"
-                                          else _choice_probability(lls, gold))
-                    continue
-                lo, hi = item_targets[0]
-                verdict = greedy_verdict(self.tokenizer, fa, best[lo:hi],
-                                         answer=every[batch.task].items[i].answer,
-                                         max_new_tokens=len(fa.answer) + 1)
-                if verdict is None:
-                    undecided.setdefault(batch.task, []).append(i)
-                else:
-                    right[batch.task] += verdict
-        for k, items in undecided.items():  # greedy decoding tells
-            right[k] += self._decode_matches(recipe, every[k], items, limit)
-        result = {t.name: right[k] / max(count[k], 1) for k, t in enumerate(self.tasks)}
-        for k, t in enumerate(self.texts, start=len(self.tasks)):  # perplexity
-            result[t.name] = math.exp(-right[k] / max(count[k], 1))
+            self.stats.evaluations += 1
+            done[recipe] = self._scores[(recipe, rung)] = tally.result()
+        return done
+
+    def _scores_of(self, recipe: Recipe, rung: int) -> dict[str, float]:
+        self.stats.evaluations += 1
+        tally = _Tally(self, recipe, rung)
+        for b, batch in enumerate(self.batches):
+            if batch.items.start < tally.limit:
+                tally.add(b, self.batch_logprobs(recipe, b))
+                if tally.error is not None:
+                    raise tally.error
+        result = tally.result()
         if self.caches:
-            self._scores[key] = result
+            self._scores[(recipe, rung)] = result
         return result
 
     @torch.no_grad()
@@ -356,6 +384,57 @@ class Evaluator:
 
     def fitness(self, scores: dict[str, float]) -> float:
         return self.objective(scores)
+
+
+class _Tally:
+    """One candidate's scores being summed, batch by batch, from its log-probabilities."""
+
+    def __init__(self, ev: Evaluator, recipe: Recipe, rung: int):
+        self.ev, self.recipe = ev, recipe
+        self.limit = ev.rungs[rung]
+        self.every = ev.tasks + ev.texts
+        self.right = [0.0] * len(self.every)  # correct items; for a text, summed loglik
+        self.count = [0] * len(self.every)  # items; for a text, tokens
+        self.undecided: dict[int, list[int]] = {}  # generation items only decoding scores
+        self.error: Exception | None = None
+
+    def add(self, b: int, logprobs: torch.Tensor) -> None:
+        ev, batch = self.ev, self.ev.batches[b]
+        if not bool(torch.isfinite(logprobs).all()):
+            self.error = FloatingPointError(f"non-finite log-probabilities on task "
+                                            f"'{self.every[batch.task].name}'")
+            return
+        picked = logprobs.gather(-1, batch.tokens[:, None])[:, 0].tolist()  # (N,)
+        if self.every[batch.task].kind == "ppl":
+            self.right[batch.task] += sum(picked)
+            self.count[batch.task] += len(picked)
+            return
+        best = logprobs.argmax(-1).tolist()  # (N,) the argmax token at each position
+        for i, item_targets, gold, fa in zip(batch.items, batch.targets, batch.golds,
+                                             batch.forced):
+            self.count[batch.task] += 1
+            if fa is None:  # multiple choice: the most likely continuation, as eval
+                lls = [sum(picked[lo:hi]) for lo, hi in item_targets]
+                self.right[batch.task] += (argmax(lls) == gold if ev.metric == "acc"
+                                           else _choice_probability(lls, gold))
+                continue
+            lo, hi = item_targets[0]
+            verdict = greedy_verdict(ev.tokenizer, fa, best[lo:hi],
+                                     answer=self.every[batch.task].items[i].answer,
+                                     max_new_tokens=len(fa.answer) + 1)
+            if verdict is None:
+                self.undecided.setdefault(batch.task, []).append(i)
+            else:
+                self.right[batch.task] += verdict
+
+    def result(self) -> dict[str, float]:
+        ev, right, count = self.ev, self.right, self.count
+        for k, items in self.undecided.items():  # greedy decoding tells
+            right[k] += ev._decode_matches(self.recipe, self.every[k], items, self.limit)
+        result = {t.name: right[k] / max(count[k], 1) for k, t in enumerate(ev.tasks)}
+        for k, t in enumerate(ev.texts, start=len(ev.tasks)):  # perplexity
+            result[t.name] = math.exp(-right[k] / max(count[k], 1))
+        return result
 
 
 def _choice_probability(lls: list[float], gold: int) -> float:

@@ -136,7 +136,7 @@ class LocalMap:
     def __call__(self, recipes: list[Recipe], rung: int) -> list[dict[str, float]]:
         if self.pool is not None:
             return self.pool.map(_score_remote, [(r, rung) for r in recipes], chunksize=1)
-        return [self.evaluator.scores(r, rung) for r in recipes]
+        return self.evaluator.scores_many(recipes, rung)
 
     def close(self) -> None:
         if self.pool is not None:

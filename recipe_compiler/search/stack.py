@@ -18,6 +18,13 @@ parameters from the store, through `torch.func.functional_call`.
 Layers whose output is cached (the same first k layers, the same batch) are not run: the
 first slot returns the cached hidden state and the next k-1 pass it through; the mask and
 positions do not depend on hidden states, so the result is identical.
+
+`Stack.hidden_many` runs several candidates over one batch as a tree (a trie over their
+layer keys): each distinct prefix of layers runs once, and the prefixes that continue with
+the same layer at the same depth go through it together, their rows stacked along the batch
+dimension, so a layer whose definition many candidates share costs one call, not one per
+candidate. The model's own forward still builds the mask and rotary inputs (once, for one
+copy of the batch); a slot repeats them along the batch dimension for the stacked rows.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ class Stack:
         self._run: _Run | None = None
         self.layers_run = 0  # decoder layers actually run, over the stack's life
         self.layer_tokens = 0  # and the tokens they ran on, summed
+        self.layer_calls = 0  # calls into a decoder layer (a stacked call runs several)
 
     # --- construction --------------------------------------------------------------------
 
@@ -167,8 +175,48 @@ class Stack:
                                         position_ids=position_ids, use_cache=False)
         return out.last_hidden_state
 
+    def hidden_many(self, plans: list[list[tuple[tuple, object, int]]], ids: torch.Tensor,
+                    mask: torch.Tensor, *, slots: list[list[int]],
+                    cache_keys: list[Callable[[int], object]] | None = None,
+                    keep: bool = True, position_ids: torch.Tensor | None = None,
+                    group: int = 32) -> list[torch.Tensor]:
+        """`hidden` of each plan, computed as a tree (see the module docstring): the same
+        values in fewer, larger layer calls. `slots[i]` gives the recipe slot of each of
+        plan i's layers (increasing): the layers of one slot that several plans share run
+        together, whatever the depth each plan reaches them at. At most `group` plans run
+        in one tree. A base whose layers differ in configuration (e.g. sliding-window
+        attention on some) gets each plan run alone."""
+        out: list[torch.Tensor | None] = [None] * len(plans)
+        together = [i for i, plan in enumerate(plans) if plan] if self._uniform else []
+        for i in sorted(set(range(len(plans))) - set(together)):
+            out[i] = self.hidden(plans[i], ids, mask, keep=keep, position_ids=position_ids,
+                                 cache_key=cache_keys[i] if cache_keys else None)
+        rows = ids.shape[0]
+        for lo in range(0, len(together), group):
+            chunk = together[lo:lo + group]
+            trie = _Trie([plans[i] for i in chunk], [slots[i] for i in chunk],
+                         [cache_keys[i] for i in chunk] if cache_keys else None,
+                         keep, self.store)
+            with self._running(trie):
+                h = self.model.base_model(input_ids=ids, attention_mask=mask,
+                                          position_ids=position_ids,
+                                          use_cache=False).last_hidden_state
+            for j, i in enumerate(chunk):
+                out[i] = h[j * rows:(j + 1) * rows]
+        return out
+
+    @property
+    def _uniform(self) -> bool:
+        """Whether every layer of the base has the same per-layer configuration, so that
+        the inputs the model's forward prepares for one layer serve any layer."""
+        for key in self.arch.per_layer_config:
+            values = self.base.config.get(key)
+            if isinstance(values, list) and len({repr(v) for v in values}) > 1:
+                return False
+        return True
+
     @contextmanager
-    def _running(self, run: _Run):
+    def _running(self, run: _Run | _Trie):
         sources = [src for _, _, src in run.layers]
         config = self.model.config
         saved = {k: getattr(config, k, None)
@@ -188,18 +236,31 @@ class Stack:
     def run_slot(self, index: int, h: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
         run = self._run
         assert run is not None, "a slot ran outside Stack.hidden"
+        if isinstance(run, _Trie):
+            return run.step(self, index, h, args, kwargs)
         if index < run.start:
             return run.cached if index == 0 else h
         key, op, src = run.layers[index]
-        template = self.templates[src]
-        stored = self.store.layer(op, src, keep=run.keep)
-        params = {self.suffixes[k]: v for k, v in stored.items()}
-        out = torch.func.functional_call(template, params, (h, *args), kwargs)
-        h = out[0] if isinstance(out, tuple) else out
-        self.layers_run += 1
-        self.layer_tokens += h.shape[0] * h.shape[1]
+        h = self.apply(op, src, h, args, kwargs, keep=run.keep)
         if run.cache_key is not None and run.keep:
             self.store.keep_activation(run.cache_key(index + 1), h)
+        return h
+
+    def apply(self, op, src: int, h: torch.Tensor, args: tuple, kwargs: dict, *,
+              keep: bool, copies: int = 1) -> torch.Tensor:
+        """Decoder layer `op` (at source layer `src`) over `h`: the rows of `copies` copies
+        of the batch whose inputs `args` and `kwargs` are, stacked."""
+        template = self.templates[src]
+        stored = self.store.layer(op, src, keep=keep)
+        params = {self.suffixes[k]: v for k, v in stored.items()}
+        if copies > 1:
+            rows = h.shape[0] // copies
+            args, kwargs = _repeat(args, copies, rows), _repeat(kwargs, copies, rows)
+        out = torch.func.functional_call(template, params, (h, *args), kwargs)
+        h = out[0] if isinstance(out, tuple) else out
+        self.layers_run += copies
+        self.layer_calls += 1
+        self.layer_tokens += h.shape[0] * h.shape[1]
         return h
 
     @contextmanager
@@ -214,3 +275,98 @@ class _Run:
     def __init__(self, layers, cache_key, keep: bool):
         self.layers, self.cache_key, self.keep = layers, cache_key, keep
         self.start, self.cached = 0, None
+
+
+def _repeat(value, copies: int, rows: int):
+    """`value` (a layer's other inputs) with every per-row tensor — two or more dimensions,
+    the first of `rows` entries, as masks, positions and rotary tables are — repeated
+    `copies` times along dimension 0, for a call on that many stacked copies of the batch
+    (a tensor with one entry there broadcasts, and stays as it is)."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() >= 2 and value.shape[0] == rows and rows > 1:
+            return value.repeat(copies, *[1] * (value.dim() - 1))
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_repeat(v, copies, rows) for v in value)
+    if isinstance(value, dict):
+        return {k: _repeat(v, copies, rows) for k, v in value.items()}
+    return value
+
+
+class _Trie:
+    """Several plans over one batch, as a tree of their layer prefixes, all run from the
+    model's first (and only) slot.
+
+    Node 0 is the embeddings; every other node is a distinct prefix of layers, ending at a
+    recipe slot. Only the nodes some plan needs are run: those after the deepest cached
+    prefix of each plan (a cached node's hidden state is taken as is). Needed nodes run in
+    the order of their slot, which increases along every plan, so a node's parent is always
+    ready; the nodes of one slot with the same layer are one stacked call (`Stack.apply`
+    with `copies`), and a node's state is dropped once its children have run."""
+
+    def __init__(self, plans: list[list[tuple[tuple, object, int]]], slots: list[list[int]],
+                 cache_keys: list[Callable[[int], object]] | None, keep: bool,
+                 store: LayerStore):
+        self.layers = plans[0][:1]  # the model runs one slot, which runs the whole tree
+        self.keep, self.store = keep, store
+        # per node: parent, op, source layer, slot, layer key, activation-cache key
+        self.nodes: list[tuple] = [(None, None, None, -1, None, None)]
+        index: dict[tuple, int] = {}  # (parent, layer key) -> node
+        leaves: list[int] = []
+        paths = []
+        for c, (plan, where) in enumerate(zip(plans, slots)):
+            node, path = 0, []
+            for d, ((key, op, src), slot) in enumerate(zip(plan, where), start=1):
+                child = index.get((node, key))
+                if child is None:
+                    child = index[(node, key)] = len(self.nodes)
+                    ck = cache_keys[c](d) if cache_keys is not None else None
+                    self.nodes.append((node, op, src, slot, key, ck))
+                node = child
+                path.append(node)
+            paths.append(path)
+            leaves.append(node)
+        self.leaves, self.ends = leaves, set(leaves)
+        self.state: dict[int, torch.Tensor] = {}
+        needed: set[int] = set()
+        for path in paths:
+            start = 0
+            for d in range(len(path), 0, -1):
+                node = path[d - 1]
+                if node in self.state:
+                    start = d
+                    break
+                ck = self.nodes[node][5]
+                h = store.activation(ck) if ck is not None else None
+                if h is not None:
+                    self.state[node], start = h, d
+                    break
+            needed.update(path[start:])
+        self.children: dict[int, int] = {}  # node -> its needed children not yet run
+        self.groups: dict[tuple, list[int]] = {}  # (slot, layer key) -> needed nodes
+        for node in sorted(needed):
+            parent, _, _, slot, key, _ = self.nodes[node]
+            self.children[parent] = self.children.get(parent, 0) + 1
+            self.groups.setdefault((slot, key), []).append(node)
+
+    def step(self, stack: Stack, index: int, h: torch.Tensor, args: tuple,
+             kwargs: dict) -> torch.Tensor:
+        rows = h.shape[0]
+        self.state[0] = h
+        for (_, _), nodes in sorted(self.groups.items(), key=lambda kv: kv[0][0]):
+            _, op, src, _, _, _ = self.nodes[nodes[0]]
+            parents = [self.nodes[n][0] for n in nodes]
+            x = torch.cat([self.state[p] for p in parents]) if len(nodes) > 1 \
+                else self.state[parents[0]]
+            y = stack.apply(op, src, x, args, kwargs, keep=self.keep, copies=len(nodes))
+            for j, (node, parent) in enumerate(zip(nodes, parents)):
+                part = y[j * rows:(j + 1) * rows]
+                self.state[node] = part
+                ck = self.nodes[node][5]
+                if ck is not None and self.keep:
+                    self.store.keep_activation(ck, part)
+                self.children[parent] -= 1
+                if not self.children[parent] and parent not in self.ends:
+                    del self.state[parent]  # its children have run: nobody reads it again
+        leaves = [self.state[n] for n in self.leaves]
+        return leaves[0] if len(leaves) == 1 else torch.cat(leaves)
