@@ -16,6 +16,7 @@ from recipe_compiler.search.genome import (
     WarmStart,
     decode,
     genome_from_drops,
+    merged,
     random_genome,
 )
 from recipe_compiler.search.objective import FAILED_FITNESS, Objective
@@ -152,12 +153,15 @@ def test_holdout_judges_the_finalists_on_the_items_the_search_never_read(tmp_pat
 
 
 def test_merged_warm_start_is_the_merge_of_every_candidate_then_pruned(space):
+    for source, weight in ((MERGED, 0.5), (merged(1.0), 1.0)):
+        g = genome_from_drops(space.space, {9, 10, 11}, random.Random(0), source)
+        ops = decode(space.space, g).ops()
+        assert [i for i, op in enumerate(ops) if isinstance(op, Drop)] == [9, 10, 11]
+        kept = [op for op in ops if not isinstance(op, Drop)]
+        assert all(isinstance(op, Merge) and op.models == ("math", "code", "recall", "strings")
+                   and op.weights == (weight,) * 4 and op.method == "task_arithmetic"
+                   for op in kept)
     g = genome_from_drops(space.space, {9, 10, 11}, random.Random(0), MERGED)
-    ops = decode(space.space, g).ops()
-    assert [i for i, op in enumerate(ops) if isinstance(op, Drop)] == [9, 10, 11]
-    kept = [op for op in ops if not isinstance(op, Drop)]
-    assert all(isinstance(op, Merge) and op.models == ("math", "code", "recall", "strings")
-               and op.weights == (0.5,) * 4 and op.method == "task_arithmetic" for op in kept)
     search = Search(space.space, lambda rs, rung: [], lambda s: 0.0, warm=[{9, 10, 11}])
     random.seed(0)
     first = search.initial_population()[0]
@@ -224,8 +228,8 @@ def test_warm_starts_lead_with_each_models_own_perplexity_pruner(tmp_path, quick
     starts = warm_starts(make_evaluator(p), p.space)
     models = ("base", "math", "code", "recall", "strings")
     assert [w.name for w in starts] == [
-        *(f"ppl on {m}" for m in models), "ppl on the base, applied to the merge",
-        "block-influence", "angular", "drop-last"]
+        *(f"ppl on {m}" for m in models), "ppl on the merge at 0.5 each",
+        "ppl on the merge at 1 each", "block-influence", "angular", "drop-last"]
     for w, m in zip(starts, models):
         out = tmp_path / f"{m}.tr"
         assert main(["prune", str(quick_zoo / m), "--method", "ppl", "--calib",
@@ -233,8 +237,20 @@ def test_warm_starts_lead_with_each_models_own_perplexity_pruner(tmp_path, quick
         ops = parse(out.read_text()).ops()
         assert w.sources == (m,) and w.drops == {i for i, op in enumerate(ops)
                                                  if isinstance(op, Drop)}
-    assert starts[5].sources == (MERGED,) and starts[5].drops == starts[0].drops
-    assert all(w.sources == () and len(w.drops) == 3 for w in starts[6:])
+    for w, weight in zip(starts[5:7], (0.5, 1.0)):  # the merge's own drops: as
+        out = tmp_path / f"merge-{weight}.tr"         # `tailorc prune` on the built merge
+        merge = tmp_path / f"merge-{weight}"
+        (tmp_path / "m.tr").write_text("\n".join(
+            f'model {m} = "{quick_zoo / m}"' for m in models) + "\nslot 0..12 = merge("
+            + ", ".join(models[1:]) + f", weights=[{', '.join([str(weight)] * 4)}], "
+            "method=task_arithmetic)\n")
+        assert main(["build", str(tmp_path / "m.tr"), "-o", str(merge)]) == 0
+        assert main(["prune", str(merge), "--method", "ppl", "--calib", str(val / "text.txt"),
+                     "--samples", "10", "-o", str(out)]) == 0
+        ops = parse(out.read_text()).ops()
+        assert w.sources == (merged(weight),) and w.drops == {
+            i for i, op in enumerate(ops) if isinstance(op, Drop)}
+    assert all(w.sources == () and len(w.drops) == 3 for w in starts[7:])
 
     # each start seeds its own sources, in order; a plain set seeds every model
     search = Search(p.space, lambda rs, rung: [], lambda s: 0.0,

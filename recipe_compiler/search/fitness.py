@@ -282,6 +282,14 @@ class Evaluator:
                 for i in range(self.models[name].num_layers) for op in [Take(name)]]
         return self.stack.as_model(plan)
 
+    def merged_model(self, models: tuple[str, ...], weight: float, method: str):
+        """`dense_model` for the merge of `models` at `weight` each in every layer."""
+        from recipe_compiler.language.recipe import Merge
+
+        op = Merge(tuple(models), method=method, weights=(weight,) * len(models))
+        n = self.models[self.base_name].num_layers
+        return self.stack.as_model([(self.store.key(op, i), op, i) for i in range(n)])
+
     # --- scores ------------------------------------------------------------------------
 
     def scores(self, recipe: Recipe, rung: int) -> dict[str, float]:

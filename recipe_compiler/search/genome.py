@@ -111,7 +111,19 @@ def random_genome(space: SearchSpace, rng: random.Random) -> Genome:
     return repair(space, [random_gene(space, s, rng) for s in space.slots], rng, want)
 
 
-MERGED = "*"  # genome_from_drops' source for "every candidate merged"
+MERGED = "*"  # genome_from_drops' source for "every candidate merged" (at 0.5 each)
+
+
+def merged(weight: float) -> str:
+    """genome_from_drops' source for every candidate merged at `weight` each."""
+    return MERGED if weight == 0.5 else f"{MERGED}{weight:g}"
+
+
+def merge_weight(source: str | None) -> float | None:
+    """The weight of a `merged(...)` source; None for a model's name."""
+    if source is None or not source.startswith(MERGED):
+        return None
+    return float(source[len(MERGED):] or 0.5)
 
 
 @dataclass(frozen=True)
@@ -131,11 +143,12 @@ def genome_from_drops(space: SearchSpace, drops: set[int], rng: random.Random,
     slots allow: the seed for a pruning heuristic's answer applied to that model. With
     `source=MERGED`, every kept open slot merges all candidates at weight 0.5 each (within
     `weight_range`), the usual task-arithmetic merge: what a mergekit user's merge, then
-    pruned, would be."""
-    if source == MERGED:
+    pruned, would be; `source=merged(w)`, at weight w each."""
+    weight = merge_weight(source)
+    if weight is not None:
         sources = space.candidates
         lo, hi = space.settings.weight_range
-        weights = tuple(max(lo, min(hi, 0.5)) for _ in space.candidates)
+        weights = tuple(max(lo, min(hi, weight)) for _ in space.candidates)
     else:
         sources = (source,) if source is not None and source != space.base else ()
         weights = tuple(0.5 for _ in space.candidates)

@@ -32,6 +32,7 @@ from recipe_compiler.search.genome import (
     decode,
     genome_from_drops,
     kept_count,
+    merge_weight,
     mutate,
     random_genome,
 )
@@ -110,8 +111,8 @@ class Search:
         merged = (MERGED,) if (len(self.space.candidates) > 1 and s.warm_merge
                                and any(sl.options is None for sl in self.space.slots)) else ()
         models = (*merged, self.space.base, *self.space.candidates)
-        seeds = [(set(w.drops), m) for w in self.warm
-                 for m in (w.sources or models) if m in models]
+        seeds = [(set(w.drops), m) for w in self.warm for m in (w.sources or models)
+                 if m in models or (merged and merge_weight(m) is not None)]
         n_warm = min(len(seeds), int(round(s.population * s.warm_start)))
         pop = [self._new(genome_from_drops(self.space, drops, random, m))
                for drops, m in seeds[:n_warm]]

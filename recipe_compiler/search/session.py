@@ -19,7 +19,7 @@ from recipe_compiler.compiler.parts import search_refusals
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.language.source import Diagnostic, RecipeError, first_line
 from recipe_compiler.models.index import Models
-from recipe_compiler.search.genome import MERGED, WarmStart
+from recipe_compiler.search.genome import WarmStart, merged
 from recipe_compiler.search.space import SearchSpace, build_space, read_settings, rungs, task_files
 
 
@@ -150,8 +150,10 @@ def warm_starts(evaluator, space: SearchSpace, samples: int = 32,
     first:
 
     - the one-shot perplexity pruner on each source model, applied to that model (the
-      strongest single-model baseline on the real family), and the base's applied to the
-      merge of every candidate;
+      strongest single-model baseline on the real family), and on the task-arithmetic merge
+      of every candidate at 0.5 and at 1.0 each (within `weight_range`), applied to that
+      merge: a family whose fine-tunes sum well merges best at 1.0, one whose fine-tunes
+      clash at 0.5, and a merge's own drops fit it better than the base's;
     - block influence (ShortGPT) and angular distance on the base, and drop-last, applied to
       every model.
 
@@ -179,7 +181,17 @@ def warm_starts(evaluator, space: SearchSpace, samples: int = 32,
                            evaluator.device)
             drops = frozenset(choose_drops("ppl", model, arch, batch, n)[0])
         starts.append(WarmStart(f"ppl on {name}", drops, (name,)))
-    starts.append(WarmStart("ppl on the base, applied to the merge", starts[0].drops, (MERGED,)))
+    if len(space.candidates) > 1 and space.settings.warm_merge and any(
+            sl.options is None for sl in space.slots):
+        lo, hi = space.settings.weight_range
+        method = space.settings.methods[0]
+        for weight in dict.fromkeys(max(lo, min(hi, w)) for w in (0.5, 1.0)):
+            with evaluator.merged_model(space.candidates, weight, method) as model:
+                batch = encode(evaluator.tokenizer, calibration, _max_length(model.config),
+                               evaluator.device)
+                drops = frozenset(choose_drops("ppl", model, arch, batch, n)[0])
+            starts.append(WarmStart(f"ppl on the merge at {weight:g} each", drops,
+                                    (merged(weight),)))
     with evaluator.dense_model() as model:
         batch = encode(evaluator.tokenizer, texts, _max_length(model.config), evaluator.device)
         starts += [
