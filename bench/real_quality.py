@@ -4,19 +4,20 @@
     python bench/real_quality.py --family family [--seeds 0 1 2] [--write-docs]
 
 Everything a user runs goes through `tailorc`. At 25% of the 30 layers removed: the dense
-models; a task-arithmetic merge of the three fine-tunes (weight 0.5 each) built with
-`tailorc build`; each of the four pruners (`tailorc prune`: block influence, angular, ppl,
-SLEB) on each model and on that merge, calibrated on the validation text; `tailorc evolve`
-with the configuration `recipes/base.tr` holds (population 24, 12 generations, floor,
-perplexity term, successive halving over 25 and 50 validation items per task, local search
-96), its 8 finalists judged on validation items 50-99 alone (`holdout = true`: items the
-search never selected on); and random search over the same space with as many evaluations
-as the search used, each on 25 items, its 8 best then judged as the search's finalists are
-(through the Python API: it is a baseline, not a command). Search, random search and
-calibration see the validation split only; the table is `tailorc eval` on the test split,
-and the issue's targets are checked against it. With --write-docs the table goes to docs/results.md
-(between the real-results markers) and the raw numbers to docs/results_real.json;
-`--reuse-baselines` takes the rows that do not depend on the search from such a file.
+models; a task-arithmetic merge of the three fine-tunes built with `tailorc build`, at 0.5
+or 1.0 each, whichever scores better on validation; each of the four pruners (`tailorc
+prune`: block influence, angular, ppl, SLEB) on each model and on that merge, calibrated on
+the validation text; `tailorc evolve` with the configuration `recipes/base.tr` holds
+(population 24, 12 generations, floor, perplexity term, successive halving over 25 and 50
+validation items per task, local search 96), its 8 finalists judged on validation items
+50-99 alone (`holdout = true`: items the search never selected on); and random search over
+the same space with as many evaluations as the search used, each on 25 items, its 8 best
+then judged as the search's finalists are (through the Python API: it is a baseline, not a
+command). Search, random search and calibration see the validation split only; the table is
+`tailorc eval` on the test split, and the issue's targets are checked against it. With
+--write-docs the table goes to docs/results.md (between the real-results markers) and the
+raw numbers to docs/results_real.json; `--reuse-baselines` takes the rows that do not
+depend on the search from such a file.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ PRUNERS = ("block-influence", "angular", "ppl", "sleb")
 SEARCH = "GPTailor search (tailorc evolve)"
 RANDOM = "random search (same evaluations)"
 TAILORC = str(Path(sys.executable).parent / "tailorc")
+# The merge a mergekit user builds: task arithmetic of the three fine-tunes, at the weight
+# of these that scores best on validation (v3 fine-tunes sum well, v2's did not).
+MERGE_WEIGHTS = (0.5, 1.0)
+MERGE = "dense merge (task arithmetic, weight chosen on validation)"
 
 
 def run(*args: str) -> str:
@@ -70,9 +75,11 @@ def search_recipe(family: Path, seed: int, a: argparse.Namespace, warm: bool = T
     return f"{models_block(family)}\nslot 0..30 = ?\nsearch {{\n{body}}}\n"
 
 
-def scores(paths: dict[str, Path], family: Path, threads: int) -> dict[str, dict]:
-    out = json.loads(run("eval", *map(str, paths.values()), "--tasks",
-                         str(family / "tasks"), "--json", "--threads", str(threads)))
+def scores(paths: dict[str, Path], family: Path, threads: int,
+           split: str = "test") -> dict[str, dict]:
+    tasks = family / "tasks" / ("val" if split == "val" else "")
+    out = json.loads(run("eval", *map(str, paths.values()), "--tasks", str(tasks),
+                         "--json", "--threads", str(threads)))
     rows = {}
     for label, doc in zip(paths, out["models"].values()):
         r = {t: v["primary"] for t, v in doc["tasks"].items()}
@@ -83,14 +90,24 @@ def scores(paths: dict[str, Path], family: Path, threads: int) -> dict[str, dict
 
 def baselines(family: Path, work: Path, threads: int) -> dict[str, Path]:
     paths = {f"dense {m}": family / m for m in MODELS}
-    merge = work / "merge.tr"
-    merge.write_text(f"{models_block(family)}\nslot 0..30 = merge(facts, lexicon, arith, "
-                     "weights=[0.5, 0.5, 0.5], method=task_arithmetic)\n")
-    run("build", str(merge), "-o", str(work / "merged"), "--force")
-    paths["dense merge (task arithmetic, 0.5 each)"] = work / "merged"
+    merges = {}
+    for w in MERGE_WEIGHTS:
+        recipe = work / f"merge-{w}.tr"
+        recipe.write_text(f"{models_block(family)}\nslot 0..30 = merge(facts, lexicon, "
+                          f"arith, weights=[{w}, {w}, {w}], method=task_arithmetic)\n")
+        run("build", str(recipe), "-o", str(work / f"merged-{w}"), "--force")
+        merges[w] = work / f"merged-{w}"
+    val = scores({w: path for w, path in merges.items()}, family, threads, "val")
+    weight = max(MERGE_WEIGHTS, key=lambda w: val[w]["mean"])  # as a user would choose
+    print(f"merge weight {weight} (validation means: "
+          + ", ".join(f"{w}: {val[w]['mean']:.1f}" for w in MERGE_WEIGHTS) + ")", flush=True)
+    (work / "merged").unlink(missing_ok=True)
+    (work / "merged").symlink_to(merges[weight].name)
+    paths[MERGE] = work / "merged"
     calib = str(family / "tasks" / "val" / "text.txt")
     sha = json.loads((family / "family.json").read_text())["sha256"]
-    sha["merge"] = hashlib.sha256("".join(sha[m] for m in MODELS).encode()).hexdigest()
+    sha["merge"] = hashlib.sha256(("".join(sha[m] for m in MODELS) + str(weight)).encode()
+                                  ).hexdigest()
     for method in PRUNERS:
         for name, path in (*((m, family / m) for m in MODELS), ("merge", work / "merged")):
             out = work / f"{method}-{name}-{sha[name][:12]}.tr"  # these weights' choice
@@ -257,7 +274,8 @@ def main() -> None:
                     "saved in WORK/rows for the same recipe text (so seeds can run in "
                     "separate processes, then one call with every seed writes the docs)")
     ap.add_argument("--rows-only", action="store_true",
-                    help="measure and save the seeds' rows; print and write nothing else")
+                    help="measure and save the seeds' rows (without the baselines, unless "
+                    "--reuse-baselines gives them); print and write nothing else")
     ap.add_argument("--setting", action="append", metavar="KEY=VALUE",
                     help="one more search setting for the search and random search, e.g. "
                     "fitness=retention (repeatable; an experiment, not the configuration)")
@@ -280,6 +298,8 @@ def main() -> None:
         if earlier.get("family_sha256", sha) != sha:
             sys.exit(f"{a.reuse_baselines}: measured on other weights than {family}'s")
         rows = {k: v for k, v in earlier["rows"].items() if k not in (SEARCH, RANDOM)}
+    elif a.rows_only:  # the seeds' rows alone: a later call brings the baselines
+        rows = {}
     else:
         paths = baselines(family, work, a.threads)
         rows = {k: [v] for k, v in scores(paths, family, a.threads).items()}
@@ -327,7 +347,7 @@ def main() -> None:
     if a.rows_only:
         return
     order = ["dense base", *(f"dense {m}" for m in SKILLS),
-             "dense merge (task arithmetic, 0.5 each)", SEARCH, RANDOM]
+             MERGE, SEARCH, RANDOM]
     rows = {k: rows[k] for k in order if k in rows} | {
         k: v for k, v in rows.items() if k not in order}
     text = table(rows) + "\n\nTargets (test split, means over seeds):\n\n" + targets(rows)

