@@ -361,6 +361,8 @@ class _Trie:
             y = stack.apply(op, src, x, args, kwargs, keep=self.keep, copies=len(nodes))
             for j, (node, parent) in enumerate(zip(nodes, parents)):
                 part = y[j * rows:(j + 1) * rows]
+                if len(nodes) > 1:  # its own storage: the cache counts (and frees) it alone
+                    part = part.clone()
                 self.state[node] = part
                 ck = self.nodes[node][5]
                 if ck is not None and self.keep:
