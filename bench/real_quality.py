@@ -269,6 +269,12 @@ def main() -> None:
     ap.add_argument("--no-random", action="store_true", help="skip random search")
     ap.add_argument("--random-seeds", type=int, nargs="+", default=None, metavar="SEED",
                     help="run random search for these of the seeds only (default: all)")
+    ap.add_argument("--random-budget", type=int, default=None, metavar="N",
+                    help="random search's evaluations (default: as many as the search's run "
+                    "with the same seed)")
+    ap.add_argument("--random-only", action="store_true",
+                    help="run random search alone (with --random-budget), e.g. beside the "
+                    "searches in other processes")
     ap.add_argument("--reuse-rows", action="store_true",
                     help="reuse a search's or random search's test row that an earlier run "
                     "saved in WORK/rows for the same recipe text (so seeds can run in "
@@ -325,20 +331,22 @@ def main() -> None:
         return
     randoms = a.seeds if a.random_seeds is None else a.random_seeds
     for seed in a.seeds:
-        key = search_recipe(family, seed, a)
-        row = saved(work, "search", seed, key, a)
-        if row is None:
-            best, cost = search(family, work, seed, a)
-            row = (scores({SEARCH: best}, family, a.threads)[SEARCH] | cost
-                   | {"seed": seed, "threads": a.threads})
-            save(work, "search", seed, key, row)
-        rows.setdefault(SEARCH, []).append(row)
-        print(f"seed {seed}: {row}", flush=True)
+        if not a.random_only:
+            key = search_recipe(family, seed, a)
+            row = saved(work, "search", seed, key, a)
+            if row is None:
+                best, cost = search(family, work, seed, a)
+                row = (scores({SEARCH: best}, family, a.threads)[SEARCH] | cost
+                       | {"seed": seed, "threads": a.threads})
+                save(work, "search", seed, key, row)
+            rows.setdefault(SEARCH, []).append(row)
+            print(f"seed {seed}: {row}", flush=True)
         if not a.no_random and seed in randoms:
-            key = search_recipe(family, seed, a, warm=False) + f"budget {row['evaluations']}"
+            budget = a.random_budget or row_budget(rows, seed)
+            key = search_recipe(family, seed, a, warm=False) + f"budget {budget}"
             row = saved(work, "random", seed, key, a)
             if row is None:
-                best, cost = random_search(family, work, seed, row_budget(rows, seed), a)
+                best, cost = random_search(family, work, seed, budget, a)
                 row = (scores({RANDOM: best}, family, a.threads)[RANDOM] | cost
                        | {"seed": seed, "threads": a.threads})
                 save(work, "random", seed, key, row)
@@ -367,6 +375,8 @@ def main() -> None:
         extra = "".join(f" --setting {kv}" for kv in a.setting or [])
         if a.random_seeds is not None:
             extra += " --random-seeds " + " ".join(map(str, a.random_seeds))
+        if a.random_budget:
+            extra += f" --random-budget {a.random_budget}"
         if a.reuse_rows:
             extra += " --reuse-rows"
             took = ("each run's wall seconds are in the table: runs went in separate "
