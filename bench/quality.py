@@ -254,8 +254,14 @@ def summary(runs: list[dict]) -> dict:
                 statistics.stdev(r[k] for r in runs) if len(runs) > 1 else 0.0) for k in keys}
 
 
-def render(runs: dict[str, list[dict]]) -> str:
-    """One line per row: mean ± sd over seeds, retention and the worst task vs the base."""
+EARLIER = " †"  # marks a row measured by the earlier run that --keep-earlier reused
+EARLIER_NOTE = ("† measured by the earlier run whose results `--reuse` named, with the code "
+                "of that time; the other rows are this run's.")
+
+
+def render(runs: dict[str, list[dict]], earlier: tuple[str, ...] = ()) -> str:
+    """One line per row: mean ± sd over seeds, retention and the worst task vs the base;
+    rows in `earlier` are marked."""
     stats = {label: summary(r) for label, r in runs.items()}
     base = stats["dense base"]
     head = ("| model | " + " | ".join(SKILLS) + " | mean | retention vs base | worst task vs "
@@ -272,7 +278,8 @@ def render(runs: dict[str, list[dict]]) -> str:
         worst = min(st[t][0] / base[t][0] for t in SKILLS if base[t][0] > 0)
         cost = (cell("evaluations", 1, ".0f") if "evaluations" in st else "—",
                 cell("seconds", 1, ".0f") if "seconds" in st else "—")
-        lines.append(f"| {label} | " + " | ".join(cell(t) for t in SKILLS)
+        name = label + (EARLIER if label in earlier else "")
+        lines.append(f"| {name} | " + " | ".join(cell(t) for t in SKILLS)
                      + f" | {cell('mean')} | {100 * st['mean'][0] / base['mean'][0]:.1f}% | "
                      f"{100 * worst:.0f}% | {cell('text', 1, '.2f')} | {cost[0]} | {cost[1]} | "
                      + (f"{cell('val_mean')} | {cell('val_worst', 100, '.0f')}% |"
@@ -315,11 +322,22 @@ def plot_curve(curve: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def command(raw: dict) -> str:
+    """The command line that measured `raw`, as the docs cite it."""
+    flags = ""
+    if raw.get("earlier"):
+        only = " ".join(f'"{o}"' for o in raw.get("only", []))
+        flags = f" --reuse docs/results.json --only {only} --keep-earlier" + (
+            " --curve ''" if raw.get("curve_earlier") else "")
+    return f"python bench/quality.py --seeds {' '.join(map(str, raw['seeds']))}{flags} " \
+           "--write-docs"
+
+
 def write_docs(table: str, args, has_curve: bool, raw: dict) -> None:
     from _docs import write_block
 
     seeds = " ".join(map(str, args.seeds))
-    block = (f"Measured with `python bench/quality.py --seeds {seeds} --write-docs` "
+    block = (f"Measured with `{command(raw)}` "
              f"({args.remove} of 12 layers removed; zoo base `{raw['base_sha256'][:8]}…`; "
              f"search: population {args.population}, {args.generations} generations, seeds "
              f"{seeds}; pruners calibrated on {raw['samples']} validation items per skill; "
@@ -328,6 +346,8 @@ def write_docs(table: str, args, has_curve: bool, raw: dict) -> None:
              + ("; the rows without a seed were measured by an earlier run of this script on "
                 "the same zoo and reused with `--reuse`" if raw.get("reused") else "")
              + f").\n\n{table}\n"
+             + (f"\n{EARLIER_NOTE}" + (" So is the curve." if raw.get("curve_earlier")
+                                          else "") + "\n" if raw.get("earlier") else "")
              + ("\n![curve](results_curve.png)\n" if has_curve else ""))
     write_block(ROOT / "docs" / "results.md", "results", block.rstrip("\n"))
 
@@ -355,6 +375,7 @@ def demo_table(raw: dict) -> str:
         worst = min(st[t][0] / stats["dense base"][t][0] for t in SKILLS)
         sd = f" ± {100 * st['mean'][1]:.1f}" if len(raw["rows"][label]) > 1 else ""
         name = "GPTailor search (tailorc evolve)" if label == SEARCH else label
+        name += EARLIER if label in raw.get("earlier", ()) else ""
         lines.append(f"| {name} | {100 * st['mean'][0]:.1f}{sd} | "
                      f"{100 * st['mean'][0] / base:.1f}% | {100 * worst:.0f}% | "
                      f"{st['text'][0]:.2f} |")
@@ -367,10 +388,11 @@ def write_readme(raw: dict) -> None:
     if "<!-- demo:begin -->" not in (ROOT / "README.md").read_text():
         return
     seeds = " ".join(map(str, raw["seeds"]))
-    block = (f"Written by `python bench/quality.py --seeds {seeds} --write-docs` "
+    block = (f"Written by `{command(raw)}` "
              f"(zoo v2, {raw['remove']} of 12 layers removed, test split, search seeds "
              f"{seeds}; retention is the mean over the dense base's, worst task the lowest "
-             f"task score over the dense base's):\n\n{demo_table(raw)}")
+             f"task score over the dense base's):\n\n{demo_table(raw)}"
+             + (f"\n\n{EARLIER_NOTE}" if raw.get("earlier") else ""))
     write_block(ROOT / "README.md", "demo", block, heading=None)
 
 
@@ -396,6 +418,10 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--reuse", type=Path, metavar="JSON",
                     help="take the rows not run now (dense models, pruners) from an earlier "
                     "results.json")
+    ap.add_argument("--keep-earlier", action="store_true",
+                    help="with --reuse and --only: also keep the seeded rows not run now from "
+                    "that file (marked † in the tables), e.g. to re-measure the reported "
+                    "configuration alone after a change that leaves the others be")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="measure nothing: print (and with --write-docs, write) the table of "
                     "a results.json this script wrote")
@@ -432,7 +458,7 @@ def make_bench(args) -> Bench:
 
 def publish(raw: dict, args) -> None:
     """Print the table; with --write-docs also docs/results.{md,json} (and the curve)."""
-    table = render(raw["rows"])
+    table = render(raw["rows"], tuple(raw.get("earlier", ())))
     print(table)
     if args.write_docs:
         (ROOT / "docs" / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
@@ -461,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:6.0f}s] {label}: {shown}", flush=True)
 
     if args.reuse is not None:  # the rows that need no seed, measured before
-        old = json.loads(args.reuse.read_text())["rows"]
+        old_raw = json.loads(args.reuse.read_text())
+        old = old_raw["rows"]
         fixed = {k: v for k, v in old.items() if "seed" not in v[0]}
         runs = dict(fixed)
     else:
@@ -469,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for label, row in seed_rows(b, seed, on_row, args.only).items():
             runs.setdefault(label, []).append(row | {"seed": seed})
+    earlier = []
+    if args.reuse is not None and args.keep_earlier:
+        earlier = [k for k in old if k not in runs]
+        runs = {k: runs.get(k, old[k]) for k in old} | runs  # the earlier file's order
     from recipe_compiler.zoo import load_manifest
 
     zoo_sha = next(h for n, _, _, h in load_manifest(b.zoo).models if n == "base")
@@ -476,12 +507,15 @@ def main(argv: list[str] | None = None) -> int:
            "reused": args.reuse is not None,
            "seeds": args.seeds, "search": b.search, "limit": args.limit,
            "samples": args.samples, "seconds": round(time.perf_counter() - started, 1),
-           "rows": runs, "curve": {}}
+           "rows": runs, "curve": {}, "earlier": earlier, "only": args.only}
     # written before the curve too, so that an hour of rows outlives a failure there
     (b.work / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
     ks = [int(k) for k in args.curve.split(",") if k.strip()]
     if ks:
         raw["curve"] = curve_points(b, ks, runs["dense base"][0]["mean"], args.seeds[0])
+    elif earlier:
+        raw["curve"], raw["curve_earlier"] = old_raw.get("curve", {}), True
+    if ks or earlier:
         raw["seconds"] = round(time.perf_counter() - started, 1)
         (b.work / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
     publish(raw, args)
