@@ -2,12 +2,14 @@
 
 Runs the same seeded search on the zoo twice — every sharing off (each layer made and run
 for each candidate, one row per multiple-choice option, as `tailorc eval` scores), then on
-(layer, activation and score caches; one row per multiple-choice item with the context
-shared by its choices; short items packed side by side) — and prints candidates evaluated per
-minute, layer applications run and skipped, token cells run, and the largest difference
-between the two runs' fitness values. Sharing contexts changes the shapes of the sums, so
-perplexities agree to rounding (about 1e-9 relative), not bit for bit; the search must take
-the same path, which the bench checks (same candidates, fitness within 1e-6).
+(layer, activation and score caches; each generation scored as a tree, the candidates that
+go on through the same layer stacked into one call; one row per multiple-choice item with
+the context shared by its choices; short items packed side by side) — and prints candidates
+evaluated per minute, layer applications run, layer calls (fewer than layers run when rows
+are stacked) and layers skipped, token cells run, and the largest difference between the two
+runs' fitness values. Sharing contexts changes the shapes of the sums, so perplexities agree
+to rounding (about 1e-9 relative), not bit for bit; the search must take the same path,
+which the bench checks (same candidates, fitness within 1e-6).
 
     tailorc zoo zoo            # once (a few minutes)
     python bench/evolve.py [--recipe recipes/base.tr] [--generations 4] [--population 16]
@@ -46,6 +48,7 @@ def run(recipe: Path, overrides: dict, caches: bool) -> dict:
     return {"seconds": seconds, "warm_seconds": warm_seconds, "candidates": calls["n"],
             "cells": cells,
             "per_min": 60 * calls["n"] / seconds, "layers_run": ev.stats.act_misses,
+            "layer_calls": ev.stack.layer_calls,
             "layers_skipped": ev.stats.act_hits, "fitness": [i.fitness.values for i in pop],
             "best": max(i.fitness.values[0] for i in pop)}
 
@@ -73,12 +76,13 @@ def main() -> None:
         pairs_run.append((on["per_min"] / off["per_min"], off, on))
     ratios = sorted(r for r, _, _ in pairs_run)
     _, off, on = sorted(pairs_run, key=lambda t: t[0])[(len(pairs_run) - 1) // 2]
-    lines = ["| sharing | candidates | seconds | per minute | layers run | layers skipped | "
-             "token cells, all batches | best fitness | warm starts s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| sharing | candidates | seconds | per minute | layers run | layer calls | "
+             "layers skipped | token cells, all batches | best fitness | warm starts s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in (("off", off), ("on", on)):
         lines.append(f"| {name} | {r['candidates']} | {r['seconds']:.1f} | {r['per_min']:.0f} | "
-                     f"{r['layers_run']} | {r['layers_skipped']} | {r['cells']} | "
+                     f"{r['layers_run']} | {r['layer_calls']} | {r['layers_skipped']} | "
+                     f"{r['cells']} | "
                      f"{r['best']:.4f} | {r['warm_seconds']:.1f} |")
     pairs = list(zip(off["fitness"], on["fitness"]))
     diff = max((abs(a - b) for x, y in pairs for a, b in zip(x, y)), default=0.0)
