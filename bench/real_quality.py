@@ -206,8 +206,9 @@ def targets(rows: dict[str, list[dict]]) -> str:
 
     base = rows["dense base"][0]
     ours = {k: mean(SEARCH, k) for k in (*SKILLS, "mean", "text")}
-    singles = [k for k in rows if " on " in k and not k.endswith(" on merge")]
-    merged = [k for k in rows if k.endswith(" on merge")]
+    pruned = [k for k in rows if k.split(" on ")[0] in PRUNERS]
+    singles = [k for k in pruned if not k.endswith(" on merge")]
+    merged = [k for k in pruned if k.endswith(" on merge")]
     best_single = max(singles, key=lambda k: mean(k, "mean"))
     best_merged = max(merged, key=lambda k: mean(k, "mean"))
     lines = ["| target | result |", "|---|---|"]
