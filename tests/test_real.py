@@ -498,9 +498,9 @@ def test_finetunes_learn_their_skill_and_keep_the_rest(family: Path):
     for tune in FAMILY:
         row = table[tune.name]
         assert row[tune.name] >= base_row[tune.name] + 15, (tune.name, table)
-        # Measured at seed 0 (150 test items per skill): the other skills within 10 points
-        # (lexicon's facts: -10.0), English perplexity +19% (lexicon) and +28% (arith). The
-        # first design (40 items, 64 times-table questions) kept it within 10%.
+        # Measured at seed 0 on family v3 (150 test items per skill): the other skills
+        # within 7 points (lexicon's facts: -6.6), English perplexity within 1% of the
+        # base's. v2 moved it by up to 28%.
         for other in (t.name for t in FAMILY if t.name != tune.name):
             assert abs(row[other] - base_row[other]) <= 12, (tune.name, other, table)
         assert row["text"] <= base_row["text"] * 1.35, (tune.name, table)  # English kept
