@@ -21,8 +21,8 @@ positions do not depend on hidden states, so the result is identical.
 
 `Stack.hidden_many` runs several candidates over one batch as a tree (a trie over their
 layer keys): each distinct prefix of layers runs once, and the prefixes that continue with
-the same layer at the same depth go through it together, their rows stacked along the batch
-dimension, so a layer whose definition many candidates share costs one call, not one per
+the same layer at the same recipe slot go through it together, their rows stacked along the
+batch dimension, so a layer whose definition many candidates share costs one call, not one per
 candidate. The model's own forward still builds the mask and rotary inputs (once, for one
 copy of the batch); a slot repeats them along the batch dimension for the stacked rows.
 """
@@ -164,12 +164,7 @@ class Stack:
         and new ones kept. `mask` is (B, T) padding, or a prepared (B, 1, T, T) additive
         mask with its `position_ids`, which transformers uses as given."""
         run = _Run(layers, cache_key, keep)
-        if cache_key is not None:
-            for k in range(len(layers), 0, -1):
-                h = self.store.activation(cache_key(k))
-                if h is not None:
-                    run.start, run.cached = k, h
-                    break
+        run.start, run.cached = _deepest_cached(self.store, cache_key, len(layers))
         with self._running(run):
             out = self.model.base_model(input_ids=ids, attention_mask=mask,
                                         position_ids=position_ids, use_cache=False)
@@ -277,6 +272,18 @@ class _Run:
         self.start, self.cached = 0, None
 
 
+def _deepest_cached(store: LayerStore, cache_key: Callable[[int], object] | None,
+                    n: int) -> tuple[int, torch.Tensor | None]:
+    """(k, the hidden state after the first k layers) for the largest k <= n whose output
+    the store holds under `cache_key(k)`; (0, None) when none is, or without a key."""
+    if cache_key is not None:
+        for k in range(n, 0, -1):
+            h = store.activation(cache_key(k))
+            if h is not None:
+                return k, h
+    return 0, None
+
+
 def _repeat(value, copies: int, rows: int):
     """`value` (a layer's other inputs) with every per-row tensor — two or more dimensions,
     the first of `rows` entries, as masks, positions and rotary tables are — repeated
@@ -329,18 +336,10 @@ class _Trie:
         self.leaves, self.ends = leaves, set(leaves)
         self.state: dict[int, torch.Tensor] = {}
         needed: set[int] = set()
-        for path in paths:
-            start = 0
-            for d in range(len(path), 0, -1):
-                node = path[d - 1]
-                if node in self.state:
-                    start = d
-                    break
-                ck = self.nodes[node][5]
-                h = store.activation(ck) if ck is not None else None
-                if h is not None:
-                    self.state[node], start = h, d
-                    break
+        for c, path in enumerate(paths):
+            start, h = _deepest_cached(store, cache_keys[c] if cache_keys else None, len(path))
+            if h is not None:
+                self.state[path[start - 1]] = h
             needed.update(path[start:])
         self.children: dict[int, int] = {}  # node -> its needed children not yet run
         self.groups: dict[tuple, list[int]] = {}  # (slot, layer key) -> needed nodes
