@@ -114,6 +114,13 @@ def random_genome(space: SearchSpace, rng: random.Random) -> Genome:
 MERGED = "*"  # genome_from_drops' source for "every candidate merged" (at 0.5 each)
 
 
+def merge_seeds(space: SearchSpace) -> bool:
+    """Whether generation 0 may hold merges of every candidate: several candidates, open
+    slots to merge in, and `warm_merge` on."""
+    return (len(space.candidates) > 1 and space.settings.warm_merge
+            and any(sl.options is None for sl in space.slots))
+
+
 def merged(weight: float) -> str:
     """genome_from_drops' source for every candidate merged at `weight` each."""
     return MERGED if weight == 0.5 else f"{MERGED}{weight:g}"

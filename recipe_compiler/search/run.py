@@ -32,6 +32,7 @@ from recipe_compiler.search.genome import (
     decode,
     genome_from_drops,
     kept_count,
+    merge_seeds,
     merge_weight,
     mutate,
     random_genome,
@@ -108,8 +109,7 @@ class Search:
         sources, or to the merge of every candidate (when open slots may merge), the base,
         then every candidate, as GPTailor seeds its search — then random individuals."""
         s = self.settings
-        merged = (MERGED,) if (len(self.space.candidates) > 1 and s.warm_merge
-                               and any(sl.options is None for sl in self.space.slots)) else ()
+        merged = (MERGED,) if merge_seeds(self.space) else ()
         models = (*merged, self.space.base, *self.space.candidates)
         seeds = [(set(w.drops), m) for w in self.warm for m in (w.sources or models)
                  if m in models or (merged and merge_weight(m) is not None)]

@@ -19,7 +19,7 @@ from recipe_compiler.compiler.parts import search_refusals
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.language.source import Diagnostic, RecipeError, first_line
 from recipe_compiler.models.index import Models
-from recipe_compiler.search.genome import WarmStart, merged
+from recipe_compiler.search.genome import WarmStart, merge_seeds, merged
 from recipe_compiler.search.space import SearchSpace, build_space, read_settings, rungs, task_files
 
 
@@ -175,21 +175,23 @@ def warm_starts(evaluator, space: SearchSpace, samples: int = 32,
     starts = []
     sources = [space.base, *(m for m in space.candidates
                               if evaluator.models[m].num_layers == space.slot_count)]
+    encoded = {}  # the calibration batch: every model here has the base's config
+
+    def ppl_drops(dense) -> frozenset[int]:
+        with dense as model:
+            if not encoded:
+                encoded["batch"] = encode(evaluator.tokenizer, calibration,
+                                          _max_length(model.config), evaluator.device)
+            return frozenset(choose_drops("ppl", model, arch, encoded["batch"], n)[0])
+
     for name in sources:
-        with evaluator.dense_model(name) as model:
-            batch = encode(evaluator.tokenizer, calibration, _max_length(model.config),
-                           evaluator.device)
-            drops = frozenset(choose_drops("ppl", model, arch, batch, n)[0])
-        starts.append(WarmStart(f"ppl on {name}", drops, (name,)))
-    if len(space.candidates) > 1 and space.settings.warm_merge and any(
-            sl.options is None for sl in space.slots):
+        starts.append(WarmStart(f"ppl on {name}", ppl_drops(evaluator.dense_model(name)),
+                                (name,)))
+    if merge_seeds(space):
         lo, hi = space.settings.weight_range
         method = space.settings.methods[0]
         for weight in dict.fromkeys(max(lo, min(hi, w)) for w in (0.5, 1.0)):
-            with evaluator.merged_model(space.candidates, weight, method) as model:
-                batch = encode(evaluator.tokenizer, calibration, _max_length(model.config),
-                               evaluator.device)
-                drops = frozenset(choose_drops("ppl", model, arch, batch, n)[0])
+            drops = ppl_drops(evaluator.merged_model(space.candidates, weight, method))
             starts.append(WarmStart(f"ppl on the merge at {weight:g} each", drops,
                                     (merged(weight),)))
     with evaluator.dense_model() as model:
