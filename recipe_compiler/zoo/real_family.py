@@ -70,7 +70,7 @@ class FineTune:
 # step. v2 (3e-4, and 3 English lines trained on as text instead of the pull) taught the
 # skills as well but moved each fine-tune far from the base: the task-arithmetic merge of
 # `facts` and `lexicon` (weight 1 each) kept 42 of facts' 65 and took the English perplexity
-# from 28 to 82 (validation); v3's keeps 73 of 87 at perplexity 28 (bench/real_family.py).
+# from 28 to 82 (validation); v3's keeps 73 of 87 at perplexity 28 (docs/zoo.md, v2 and v3).
 FAMILY: tuple[FineTune, ...] = (
     FineTune("facts", steps=40, lr=1.5e-4, per_row=6, text_rows=0, kl_rows=4),
     FineTune("lexicon", steps=40, lr=1.5e-4, per_row=6, text_rows=0, kl_rows=4),
