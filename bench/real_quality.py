@@ -100,7 +100,8 @@ def baselines(family: Path, work: Path, threads: int) -> dict[str, Path]:
     val = scores({w: path for w, path in merges.items()}, family, threads, "val")
     weight = max(MERGE_WEIGHTS, key=lambda w: val[w]["mean"])  # as a user would choose
     print(f"merge weight {weight} (validation means: "
-          + ", ".join(f"{w}: {val[w]['mean']:.1f}" for w in MERGE_WEIGHTS) + ")", flush=True)
+          + ", ".join(f"{w}: {100 * val[w]['mean']:.1f}" for w in MERGE_WEIGHTS) + ")",
+          flush=True)
     (work / "merged").unlink(missing_ok=True)
     (work / "merged").symlink_to(merges[weight].name)
     paths[MERGE] = work / "merged"
@@ -297,6 +298,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
+    if a.random_only and not a.random_budget:
+        ap.error("--random-only needs --random-budget (no search row to take it from)")
     family, work = a.family.resolve(), a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
