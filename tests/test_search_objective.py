@@ -218,8 +218,10 @@ def test_cma_es_tunes_the_winners_merge_weights_only(tmp_path, quick_zoo):
 
 def test_warm_starts_lead_with_each_models_own_perplexity_pruner(tmp_path, quick_zoo, capsys):
     """Generation 0 starts from what `tailorc prune --method ppl` on each model, calibrated
-    on the search's text task, drops from that model; then the merge pruned as the base
-    would be; then block influence, angular and drop-last on every model."""
+    on the search's text task, drops from that model; then what the perplexity pruner, block
+    influence and angular distance drop from the built merge at 0.5 and 1.0 each (as
+    `tailorc prune` on it would), applied to that merge; then block influence, angular and
+    drop-last on the base, applied to every model."""
     from recipe_compiler.cli import main
 
     val = quick_zoo / "tasks" / "val"
@@ -227,9 +229,13 @@ def test_warm_starts_lead_with_each_models_own_perplexity_pruner(tmp_path, quick
     p = prepare(path, {})
     starts = warm_starts(make_evaluator(p), p.space)
     models = ("base", "math", "code", "recall", "strings")
+    on_merge = [(pruner, weight) for pruner in ("ppl", "block-influence", "angular")
+                for weight in (0.5, 1.0)]
     assert [w.name for w in starts] == [
-        *(f"ppl on {m}" for m in models), "ppl on the merge at 0.5 each",
-        "ppl on the merge at 1 each", "block-influence", "angular", "drop-last"]
+        *(f"ppl on {m}" for m in models),
+        *(f"{pruner} on the merge at {weight:g} each" for pruner, weight in on_merge),
+        "block-influence", "angular"]  # drop-last: angular's drops here, so left out
+    assert starts[-1].drops == {9, 10, 11} and starts[-1].sources == ()
     for w, m in zip(starts, models):
         out = tmp_path / f"{m}.tr"
         assert main(["prune", str(quick_zoo / m), "--method", "ppl", "--calib",
@@ -237,24 +243,30 @@ def test_warm_starts_lead_with_each_models_own_perplexity_pruner(tmp_path, quick
         ops = parse(out.read_text()).ops()
         assert w.sources == (m,) and w.drops == {i for i, op in enumerate(ops)
                                                  if isinstance(op, Drop)}
-    for w, weight in zip(starts[5:7], (0.5, 1.0)):  # the merge's own drops: as
-        out = tmp_path / f"merge-{weight}.tr"         # `tailorc prune` on the built merge
+    for weight in (0.5, 1.0):  # the merge's own drops: as `tailorc prune` on the built merge
         merge = tmp_path / f"merge-{weight}"
         (tmp_path / "m.tr").write_text("\n".join(
             f'model {m} = "{quick_zoo / m}"' for m in models) + "\nslot 0..12 = merge("
             + ", ".join(models[1:]) + f", weights=[{', '.join([str(weight)] * 4)}], "
             "method=task_arithmetic)\n")
         assert main(["build", str(tmp_path / "m.tr"), "-o", str(merge)]) == 0
-        assert main(["prune", str(merge), "--method", "ppl", "--calib", str(val / "text.txt"),
-                     "--samples", "10", "-o", str(out)]) == 0
-        ops = parse(out.read_text()).ops()
-        assert w.sources == (merged(weight),) and w.drops == {
-            i for i, op in enumerate(ops) if isinstance(op, Drop)}
-    assert all(w.sources == () and len(w.drops) == 3 for w in starts[7:])
+        for w, (pruner, at) in zip(starts[5:11], on_merge):
+            if at != weight:
+                continue
+            out = tmp_path / f"{pruner}-{weight}.tr"
+            assert main(["prune", str(merge), "--method", pruner, "--calib",
+                         str(val / "text.txt"), "--samples", "10" if pruner == "ppl" else "64",
+                         "-o", str(out)]) == 0
+            ops = parse(out.read_text()).ops()
+            assert w.sources == (merged(weight),) and w.drops == {
+                i for i, op in enumerate(ops) if isinstance(op, Drop)}, w.name
+    assert all(w.sources == () and len(w.drops) == 3 for w in starts[11:])
 
-    # each start seeds its own sources, in order; a plain set seeds every model
+    # each start seeds its own sources, in order; a plain set seeds every model; a seed
+    # that repeats one (same drops on the same model) is left out
     search = Search(p.space, lambda rs, rung: [], lambda s: 0.0,
-                    warm=[WarmStart("x", frozenset({9, 10, 11}), ("code",)), {0, 1, 2}])
+                    warm=[WarmStart("x", frozenset({9, 10, 11}), ("code",)),
+                          WarmStart("x again", frozenset({9, 10, 11}), ("code",)), {0, 1, 2}])
     random.seed(0)
     pop = search.initial_population()
     assert len(pop) == 6 and list(pop[0]) == genome_from_drops(

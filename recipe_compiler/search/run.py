@@ -107,14 +107,16 @@ class Search:
     def initial_population(self):
         """Warm starts first, in their order — each heuristic's drops applied to its own
         sources, or to the merge of every candidate (when open slots may merge), the base,
-        then every candidate, as GPTailor seeds its search — then random individuals."""
+        then every candidate, as GPTailor seeds its search — then random individuals. A seed
+        that repeats an earlier one (same drops on the same model) is left out."""
         s = self.settings
         merged = (MERGED,) if merge_seeds(self.space) else ()
         models = (*merged, self.space.base, *self.space.candidates)
-        seeds = [(set(w.drops), m) for w in self.warm for m in (w.sources or models)
-                 if m in models or (merged and merge_weight(m) is not None)]
+        seeds = list(dict.fromkeys(  # a repeated seed (same drops, same model) once
+            (frozenset(w.drops), m) for w in self.warm for m in (w.sources or models)
+            if m in models or (merged and merge_weight(m) is not None)))
         n_warm = min(len(seeds), int(round(s.population * s.warm_start)))
-        pop = [self._new(genome_from_drops(self.space, drops, random, m))
+        pop = [self._new(genome_from_drops(self.space, set(drops), random, m))
                for drops, m in seeds[:n_warm]]
         while len(pop) < s.population:
             pop.append(self._new(random_genome(self.space, random)))

@@ -145,23 +145,28 @@ class LocalMap:
 
 
 def warm_starts(evaluator, space: SearchSpace, samples: int = 32,
-                text_lines: int = 10) -> list[WarmStart]:
+                text_lines: int = 10, text_samples: int = 64) -> list[WarmStart]:
     """Cheap pruning heuristics (`tailorc prune`'s), whose drops seed generation 0, best
     first:
 
     - the one-shot perplexity pruner on each source model, applied to that model (the
-      strongest single-model baseline on the real family), and on the task-arithmetic merge
-      of every candidate at 0.5 and at 1.0 each (within `weight_range`), applied to that
-      merge: a family whose fine-tunes sum well merges best at 1.0, one whose fine-tunes
-      clash at 0.5, and a merge's own drops fit it better than the base's;
-    - block influence (ShortGPT) and angular distance on the base, and drop-last, applied to
-      every model.
+      strongest single-model baseline on the real family);
+    - the perplexity pruner, then block influence (ShortGPT), then angular distance, each
+      run on the task-arithmetic merge of every candidate at 0.5 and at 1.0 each (within
+      `weight_range`) and applied to that merge: a family whose fine-tunes sum well merges
+      best at 1.0, one whose fine-tunes clash at 0.5, and a merge's own drops fit it better
+      than the base's (on the real family, block influence on the merge is the strongest
+      simple baseline of all: merge-then-prune);
+    - block influence and angular distance on the base, and drop-last, applied to every
+      model.
 
-    The perplexity pruner is calibrated on the first `text_lines` lines of the search's text
-    task (a .txt file among its tasks), as `tailorc prune --calibration text.txt` is; without
-    one, on the task texts. The others read `samples` task texts per task. SLEB is left out:
-    its iterative passes cost about 7 times the one-shot pruner's (75 s against 11 s for a
-    135M model on 2 cores)."""
+    As `tailorc prune --calibration text.txt` is, the heuristics run on a merge are
+    calibrated on the search's text task (a .txt file among its tasks): the perplexity
+    pruner on its first `text_lines` lines, the one-pass ones on its first `text_samples`;
+    without one, on the task texts. The base's one-pass heuristics read `samples` task texts
+    per task. SLEB is left out: its iterative passes cost about 7 times the one-shot
+    pruner's (75 s against 11 s for a 135M model on 2 cores). A start that repeats an
+    earlier one (same drops, same sources) is left out."""
     from recipe_compiler.prune import choose_drops, encode, item_text
     from recipe_compiler.prune import text_lines as lines_of
 
@@ -170,38 +175,46 @@ def warm_starts(evaluator, space: SearchSpace, samples: int = 32,
         return []
     texts = [item_text(it) for task in evaluator.tasks for it in task.items[:samples]]
     lines = [ln for t in evaluator.text_tasks for ln in lines_of(t.items[0])]
-    calibration = lines[:text_lines] or texts
+    calibration = {"ppl": lines[:text_lines] or texts, "text": lines[:text_samples] or texts,
+                   "tasks": texts}
     arch = evaluator.arch
-    starts = []
+    starts: dict[tuple, WarmStart] = {}
     sources = [space.base, *(m for m in space.candidates
                               if evaluator.models[m].num_layers == space.slot_count)]
-    encoded = {}  # the calibration batch: every model here has the base's config
+    encoded = {}  # each calibration batch once: every model here has the base's config
 
-    def ppl_drops(dense) -> frozenset[int]:
-        with dense as model:
-            if not encoded:
-                encoded["batch"] = encode(evaluator.tokenizer, calibration,
-                                          _max_length(model.config), evaluator.device)
-            return frozenset(choose_drops("ppl", model, arch, encoded["batch"], n)[0])
+    def drops(method: str, model, texts: str) -> frozenset[int]:
+        if texts not in encoded:
+            encoded[texts] = encode(evaluator.tokenizer, calibration[texts],
+                                    _max_length(model.config), evaluator.device)
+        return frozenset(choose_drops(method, model, arch, encoded[texts], n)[0])
+
+    def add(start: WarmStart) -> None:
+        starts.setdefault((start.drops, start.sources), start)
 
     for name in sources:
-        starts.append(WarmStart(f"ppl on {name}", ppl_drops(evaluator.dense_model(name)),
-                                (name,)))
+        with evaluator.dense_model(name) as model:
+            add(WarmStart(f"ppl on {name}", drops("ppl", model, "ppl"), (name,)))
     if merge_seeds(space):
         lo, hi = space.settings.weight_range
         method = space.settings.methods[0]
+        on_merges: dict[str, list[WarmStart]] = {"ppl": [], "block-influence": [],
+                                                 "angular": []}
         for weight in dict.fromkeys(max(lo, min(hi, w)) for w in (0.5, 1.0)):
-            drops = ppl_drops(evaluator.merged_model(space.candidates, weight, method))
-            starts.append(WarmStart(f"ppl on the merge at {weight:g} each", drops,
-                                    (merged(weight),)))
+            with evaluator.merged_model(space.candidates, weight, method) as model:
+                for pruner, found in on_merges.items():
+                    found.append(WarmStart(
+                        f"{pruner} on the merge at {weight:g} each",
+                        drops(pruner, model, "ppl" if pruner == "ppl" else "text"),
+                        (merged(weight),)))
+        for found in on_merges.values():
+            for start in found:
+                add(start)
     with evaluator.dense_model() as model:
-        batch = encode(evaluator.tokenizer, texts, _max_length(model.config), evaluator.device)
-        starts += [
-            WarmStart("block-influence",
-                      frozenset(choose_drops("block-influence", model, arch, batch, n)[0])),
-            WarmStart("angular", frozenset(choose_drops("angular", model, arch, batch, n)[0])),
-            WarmStart("drop-last", frozenset(range(space.slot_count - n, space.slot_count)))]
-    return starts
+        add(WarmStart("block-influence", drops("block-influence", model, "tasks")))
+        add(WarmStart("angular", drops("angular", model, "tasks")))
+        add(WarmStart("drop-last", frozenset(range(space.slot_count - n, space.slot_count))))
+    return list(starts.values())
 
 
 def _max_length(config) -> int:
