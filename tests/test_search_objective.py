@@ -74,24 +74,42 @@ def space(tmp_path, quick_zoo):
     return prepare(path, {})
 
 
-def test_text_tasks_give_perplexity_as_the_model_computes_it(space, quick_zoo):
-    import torch
+def test_text_tasks_give_perplexity_as_eval_computes_it(quick_zoo, tmp_path):
+    """A text task's perplexity is `tailorc eval`'s: one document, each token seen after
+    the text before it, line breaks and first words included; rung k scores the first
+    rungs[k] lines of it. The quick zoo's context is 32 tokens (characters): a text that
+    fits in 31 gets eval's value at every rung; a longer one, at the first rung, eval's with
+    a context of 31 (a window's last token is in the row, so it holds one token less)."""
+    import shutil
+
     from transformers import AutoModelForCausalLM
 
-    ev = make_evaluator(space)
-    assert [t.name for t in ev.texts] == ["text"]
-    base = dense_recipe(space.space, "base")
-    got = ev.scores(base, 0)["text"]
+    from recipe_compiler.evaluate import evaluate, load_task
+
     model = AutoModelForCausalLM.from_pretrained(quick_zoo / "base").eval()
-    lines = [ln for ln in ev.texts[0].items[0].splitlines() if ln.strip()][:12]
-    nll, count = 0.0, 0
-    for line in lines:
-        ids = torch.tensor([ev.tokenizer(line)["input_ids"][:128]])
-        with torch.no_grad():
-            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-        nll -= float(logp.gather(-1, ids[0, 1:, None]).sum())
-        count += ids.shape[1] - 1
-    assert got == pytest.approx(math.exp(nll / count), rel=1e-5)
+    assert model.config.max_position_embeddings == 32
+    val = quick_zoo / "tasks" / "val"
+    short = "".join(f"{w}\n" for w in ("ab", "c", "de", "f", "gh", "i", "jk", "l", "mn", "o"))
+    for name, text in (("long", (val / "text.txt").read_text()), ("short", short)):
+        tasks = tmp_path / name
+        shutil.copytree(val, tasks)
+        (tasks / "text.txt").write_text(text, encoding="utf-8")
+        path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                            SEARCH.replace("limit = 24", "limit = 6").replace(
+                                "min_limit = 12", "min_limit = 3")
+                            + f'\ntasks = "{tasks}"\nfinal_limit = 9\nppl_weight = 0.2')
+        ev = make_evaluator(prepare(path, {}))
+        assert [t.name for t in ev.texts] == ["text"] and ev.rungs == (3, 6, 9)
+        base = dense_recipe(ev.recipe and prepare(path, {}).space, "base")
+        lines = text.splitlines(keepends=True)
+        assert len(lines) > 9 and all(ln.strip() for ln in lines)
+        for rung, n in enumerate(ev.rungs if name == "short" else ev.rungs[:1]):
+            first = tmp_path / f"{name}-{n}" / "text.txt"
+            first.parent.mkdir()
+            first.write_text("".join(lines[:n]), encoding="utf-8")
+            want = evaluate(model, ev.tokenizer, [load_task(first)],
+                            max_length=32 if name == "short" else 31)["text"].primary
+            assert ev.scores(base, rung)["text"] == pytest.approx(want, rel=1e-5), (name, n)
 
 
 def test_finish_rescores_finalists_and_climbs(space):
