@@ -227,7 +227,7 @@ def targets(rows: dict[str, list[dict]]) -> str:
         gap = 100 * (ours["mean"] - mean(label, "mean"))
         gap_ret = 100 * gap / 100 / base["mean"]
         lines.append(f"| ≥ 5 points above the {what} ({label}) | {ok(gap >= 5)} "
-                     f"(+{gap:.1f} points of mean score, +{gap_ret:.1f} retention points) |")
+                     f"({gap:+.1f} points of mean score, {gap_ret:+.1f} retention points) |")
     seeds = [min(r[t] / base[t] for t in SKILLS if base[t] > 0) for r in rows[SEARCH]]
     worst = ", ".join(f"{100 * w:.0f}%" for w in seeds)
     lines.append(f"| no task below 80% of the dense base | {ok(min(seeds) >= 0.8)} "
