@@ -111,6 +111,24 @@ def test_text_tasks_give_perplexity_as_eval_computes_it(quick_zoo, tmp_path):
                             max_length=32 if name == "short" else 31)["text"].primary
             assert ev.scores(base, rung)["text"] == pytest.approx(want, rel=1e-5), (name, n)
 
+    # a tokenizer without offsets (a slow one): the whole cut text at the first rung
+    class Slow:
+        def __init__(self, tok):
+            self.tok = tok
+
+        def __call__(self, text, return_offsets_mapping=False, **kw):
+            if return_offsets_mapping:
+                raise NotImplementedError("return_offset_mapping is not available")
+            return self.tok(text, **kw)
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+    windows, edges = ev._text_windows(ev.texts[0], Slow(ev.tokenizer))
+    assert edges == [0, len(windows), len(windows), len(windows)]
+    split = ev._text_windows(ev.texts[0], ev.tokenizer)[0]  # the same tokens predicted
+    assert [t for _, c in windows for t in c] == [t for _, c in split for t in c]
+
 
 def test_finish_rescores_finalists_and_climbs(space):
     ev = make_evaluator(space)

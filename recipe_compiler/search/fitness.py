@@ -178,14 +178,19 @@ class Evaluator:
             at += len(line)
         cuts = [starts[r] if r < len(starts) else len(text) for r in self.rungs]
         text = text[:cuts[-1]]
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        try:
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = enc["offset_mapping"]
+        except (NotImplementedError, ValueError, TypeError, KeyError):  # a slow tokenizer:
+            enc, offsets = tokenizer(text, add_special_tokens=False), None  # no offsets
         tokens = tuple(enc["input_ids"])
         seq = (prefix_token_id(tokenizer), *tokens)
         config = self.models[self.base_name].config
         window = min(TEXT_WINDOW, int(config.get("max_position_embeddings")
                                       or config.get("n_positions") or TEXT_WINDOW))
-        bounds = [0] + [next((t for t, (lo, _) in enumerate(enc["offset_mapping"])
-                              if lo >= cut), len(tokens)) for cut in cuts]
+        bounds = [0] + ([len(tokens)] * len(cuts) if offsets is None else  # all at rung 0
+                        [next((t for t, (lo, _) in enumerate(offsets) if lo >= cut),
+                              len(tokens)) for cut in cuts])
         windows, edges = [], [0]
         for lo, hi in zip(bounds, bounds[1:]):  # one rung's tokens, in windows
             for start in range(lo, hi, window - 1):
