@@ -95,7 +95,7 @@ class _Batch:
     targets: list[list[tuple[int, int]]]  # per item: per option: its [lo, hi) of the N
     golds: list[int]
     forced: list  # per item: its `ForcedAnswer` (generation items), else None
-    rung: int = 0  # the first rung that scores it
+    rung: int  # the first rung that scores it
 
 
 class Evaluator:
@@ -149,8 +149,7 @@ class Evaluator:
             for rung, (lo, hi) in enumerate(zip(edges, edges[1:])):
                 for start in range(lo, hi, batch_size):
                     rows = range(start, min(hi, start + batch_size))
-                    batches.append(dataclasses.replace(
-                        self._batch(k, task, rows, tokenizer, stop_ids), rung=rung))
+                    batches.append(self._batch(k, task, rows, tokenizer, stop_ids, rung))
         return batches
 
     def _text_windows(self, task: Task, tokenizer) -> tuple[tuple, list[int]]:
@@ -167,7 +166,7 @@ class Evaluator:
         `rungs[k-1]` lines as one document — eval's value, when they fit in one window.
         Returns the windows, each (context ids, ids it predicts), and each rung's first
         window (plus the end)."""
-        from recipe_compiler.evaluate.modelio import prefix_token_id
+        from recipe_compiler.evaluate.modelio import model_max_length, prefix_token_id
 
         text = task.items[0]
         lines = text.splitlines(keepends=True)
@@ -185,9 +184,7 @@ class Evaluator:
             enc, offsets = tokenizer(text, add_special_tokens=False), None  # no offsets
         tokens = tuple(enc["input_ids"])
         seq = (prefix_token_id(tokenizer), *tokens)
-        config = self.models[self.base_name].config
-        window = min(TEXT_WINDOW, int(config.get("max_position_embeddings")
-                                      or config.get("n_positions") or TEXT_WINDOW))
+        window = min(TEXT_WINDOW, model_max_length(self.stack.model, tokenizer))  # eval's
         bounds = [0] + ([len(tokens)] * len(cuts) if offsets is None else  # all at rung 0
                         [next((t for t, (lo, _) in enumerate(offsets) if lo >= cut),
                               len(tokens)) for cut in cuts])
@@ -199,7 +196,8 @@ class Evaluator:
             edges.append(len(windows))
         return tuple(windows), edges
 
-    def _batch(self, k: int, task: Task, items: range, tokenizer, stop_ids) -> _Batch:
+    def _batch(self, k: int, task: Task, items: range, tokenizer, stop_ids,
+               rung: int) -> _Batch:
         units: list[_Unit] = []
         owned: list[range] = []  # per item: its units
         golds, forced = [], []
@@ -269,7 +267,7 @@ class Evaluator:
             position_ids = place.to(dev)
         rows_t, pos_t, tokens_t = map(torch.tensor, (rows, positions, tokens))
         return _Batch(k, items, ids.to(dev), mask.to(dev), position_ids, rows_t.to(dev),
-                      pos_t.to(dev), tokens_t.to(dev), targets, golds, forced)
+                      pos_t.to(dev), tokens_t.to(dev), targets, golds, forced, rung)
 
     # --- forward -----------------------------------------------------------------------
 
