@@ -47,6 +47,12 @@ def test_mean_retention_floor_and_perplexity():
     assert ppl({"a": 0.5, "t": 20.0}) == pytest.approx(0.5 - 0.5 * math.log(2))
     assert ppl({"a": 0.5, "t": 5.0}) == pytest.approx(0.5)  # better than the base: no bonus
     assert floor({"a": 0.0, "b": 0.0}) > FAILED_FITNESS  # a bad model still beats a failed one
+    # a tolerance of 2.5x: 20 (2x the base's 10) is forgiven, 50 pays for 50 / 25 alone
+    bound = Objective(("a",), (1.0,), ("t",), ppl_weight=0.5, ppl_tolerance=2.5
+                      ).with_references(dense, "base")
+    assert bound.ppl_tolerance == 2.5
+    assert bound({"a": 0.5, "t": 20.0}) == pytest.approx(0.5)
+    assert bound({"a": 0.5, "t": 50.0}) == pytest.approx(0.5 - 0.5 * math.log(2))
 
 
 def test_new_settings_are_checked():
@@ -58,6 +64,17 @@ def test_new_settings_are_checked():
     assert "'min_task_retention' must be a number" in text
     assert "'warm_merge' must be true or false" in text
     assert "'final_limit' must be a whole number >= 1" in text
+    r = parse('model a = "x"\nslot 0 = ?\nsearch {\n  ppl_tolerance = 0.5\n}', "s.tr")
+    assert "'ppl_tolerance' must be a number >= 1" in "\n".join(
+        d.message for d in read_settings(r)[1])
+    r = parse('model a = "x"\nslot 0 = ?\nsearch {\n  ppl_tolerance = 2\n}', "s.tr")
+    assert [d.message for d in read_settings(r)[1]] == [
+        "ppl_tolerance needs ppl_weight: it says how much perplexity the perplexity term "
+        "forgives"]
+    r = parse('model a = "x"\nslot 0 = ?\nsearch {\n  ppl_weight = 1\n  ppl_tolerance = 2.5\n}',
+              "s.tr")
+    settings, diags = read_settings(r)
+    assert not diags and (settings.ppl_weight, settings.ppl_tolerance) == (1.0, 2.5)
     ok = parse('model a = "x"\nslot 0 = ?\nsearch {\n  min_task_retention = 80%\n'
                '  final_limit = 200\n  limit = 50\n}', "s.tr")
     settings, diags = read_settings(ok)
@@ -309,3 +326,12 @@ def test_warm_starts_lead_with_each_models_own_perplexity_pruner(tmp_path, quick
         p.space, {9, 10, 11}, random.Random(0), "code")
     assert list(pop[1]) == genome_from_drops(p.space, {0, 1, 2}, random.Random(0), MERGED)
     assert list(pop[2]) == genome_from_drops(p.space, {0, 1, 2}, random.Random(0), "base")
+
+
+def test_ppl_tolerance_reaches_the_search_objective(tmp_path, quick_zoo):
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                        "ppl_weight = 1\nppl_tolerance = 2.5")
+    objective = make_evaluator(prepare(path, {})).objective
+    assert (objective.texts, objective.ppl_weight, objective.ppl_tolerance) == (
+        ("text",), 1.0, 2.5)

@@ -13,7 +13,10 @@ perplexities for text tasks) to its fitness.
 - `min_task_retention = 80%`: for every task below 80% of the dense base's score, the shortfall
   (as a share of that score) is subtracted, twice over, averaged over tasks.
 - `ppl_weight = w`: subtracts w * log(candidate's text perplexity / the base's), when worse
-  than the base: keeps the language model a language model.
+  than the base: keeps the language model a language model. With `ppl_tolerance = r`, only
+  the part beyond r times the base's counts: w * log(perplexity / (r * base's)), when
+  positive, so that the term is a bound (perplexity at most r times the base's) rather than
+  a price on every increase.
 A candidate that could not be scored (any NaN) gets `FAILED_FITNESS`, below every other.
 """
 
@@ -35,6 +38,7 @@ class Objective:
     kind: str = "mean"
     floor: float | None = None
     ppl_weight: float = 0.0
+    ppl_tolerance: float = 1.0  # perplexity ratio to the base's below which the term is 0
     best: dict[str, float] = field(default_factory=dict)  # per task: best dense accuracy
     base: dict[str, float] = field(default_factory=dict)  # per task: the dense base's score
 
@@ -47,7 +51,7 @@ class Objective:
         """`dense`: each source model's scores, the base's under `base`."""
         best = {t: max(scores[t] for scores in dense.values()) for t in self.tasks}
         return Objective(self.tasks, self.weights, self.texts, self.kind, self.floor,
-                         self.ppl_weight, best, dict(dense[base]))
+                         self.ppl_weight, self.ppl_tolerance, best, dict(dense[base]))
 
     def __call__(self, scores: dict[str, float]) -> float:
         if any(math.isnan(v) for v in scores.values()):
@@ -73,6 +77,6 @@ class Objective:
     def _ppl_penalty(self, scores: dict[str, float]) -> float:
         if self.ppl_weight <= 0 or not self.base:
             return 0.0
-        worse = [math.log(scores[t] / self.base[t]) for t in self.texts
+        worse = [math.log(scores[t] / (self.ppl_tolerance * self.base[t])) for t in self.texts
                  if t in scores and self.base.get(t, 0) > 0]
         return self.ppl_weight * sum(max(0.0, w) for w in worse) / max(1, len(worse))

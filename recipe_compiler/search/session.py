@@ -93,7 +93,8 @@ def make_evaluator(p: Prepared, *, device: str = "cpu", caches: bool = True,
         objective = Objective(tuple(t.name for t in accuracy),
                               s.task_weights or tuple(1.0 for _ in accuracy),
                               tuple(t.name for t in tasks if t.kind == "ppl") if texts else (),
-                              s.fitness, s.min_task_retention, s.ppl_weight)
+                              s.fitness, s.min_task_retention, s.ppl_weight,
+                              s.ppl_tolerance)
         return Evaluator(p.recipe, p.models, tasks, tokenizer, weights=s.task_weights,
                          device=device, dtype=s.dtype or default_dtype(device),
                          batch_size=s.batch_size, rungs=all_rungs(s), max_memory=s.max_memory,

@@ -61,6 +61,9 @@ class Settings:
     metric: str = "acc"
     min_task_retention: float | None = None  # floor, as a share of the dense base's score
     ppl_weight: float = 0.0  # weight of the text-perplexity term (needs a .txt task)
+    # text perplexity up to this many times the dense base's costs nothing; ppl_weight
+    # weighs the log of the excess (1: every increase counts)
+    ppl_tolerance: float = 1.0
     final_limit: int | None = None  # re-score the finalists on this many items per task
     # judge the finalists on the items past `limit` alone, which the search never read
     holdout: bool = False
@@ -231,6 +234,9 @@ def read_settings(recipe: Recipe, overrides: dict | None = None
     if sum(k in values for k in ("keep", "remove", "max_params")) > 1:
         diags.append(error("give one size target: keep, remove or params",
                            _span_of(recipe, "keep", "remove", "params")))
+    if "ppl_tolerance" in values and not values.get("ppl_weight"):
+        diags.append(error("ppl_tolerance needs ppl_weight: it says how much perplexity "
+                           "the perplexity term forgives", _span_of(recipe, "ppl_tolerance")))
     if values.get("holdout") and (values.get("final_limit") or 0) <= values.get(
             "limit", Settings.limit):
         diags.append(error("holdout needs final_limit larger than limit: the finalists are "
@@ -273,6 +279,10 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
         _choice(s, METRICS, _either(METRICS), values, diags)
     elif key in ("warm_start", "crossover", "mutation", "ppl_weight"):
         v = _number(s, diags, low=0)
+        if v is not None:
+            values[key] = float(v)
+    elif key == "ppl_tolerance":
+        v = _number(s, diags, low=1)
         if v is not None:
             values[key] = float(v)
     elif key in ("warm_merge", "holdout"):
