@@ -157,12 +157,26 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
     used = use_references(ev, p.space, lambda rs, rung: [ev.scores(r, rung) for r in rs])
     settings = p.space.settings
     seen: dict[tuple, tuple[float, object]] = {}
+    # A candidate's first-rung scores do not depend on how the fitness weighs them: they are
+    # kept per search space and seed, so that a re-run with another ppl_weight, floor or
+    # fitness re-judges the same candidates instead of scoring them again.
+    fitness_keys = ("ppl_weight", "ppl_tolerance", "min_task_retention", "fitness")
+    space_key = hashlib.sha256("".join(
+        line for line in space.read_text().splitlines(keepends=True)
+        if line.split("=")[0].strip() not in fitness_keys).encode()).hexdigest()[:12]
+    cache_path = work / f"random-{seed}-rung0-{space_key}.json"
+    names = {t.name for t in (*ev.tasks, *ev.texts)}
+    cached = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    cached = {k: v for k, v in cached.items() if set(v) == names}
     while used < budget - settings.finalists:
         for _ in range(min(settings.population, budget - settings.finalists - used)):
             genome = random_genome(p.space, rng)
             r = decode(p.space, genome)
             used += 1
-            seen.setdefault(repr(genome), (ev.fitness(ev.scores(r, 0)), r))
+            if repr(genome) not in cached:
+                cached[repr(genome)] = ev.scores(r, 0)
+            seen.setdefault(repr(genome), (ev.fitness(cached[repr(genome)]), r))
+        cache_path.write_text(json.dumps(cached) + "\n")
     finalists = sorted(seen.values(), key=lambda fr: -fr[0])[:settings.finalists]
     final, top = len(all_rungs(settings)) - 1, rungs(settings)
     sizes = {t.name: len(t.items) for t in ev.tasks}
