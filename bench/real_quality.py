@@ -9,7 +9,8 @@ or 1.0 each, whichever scores better on validation; each of the four pruners (`t
 prune`: block influence, angular, ppl, SLEB) on each model and on that merge, calibrated on
 the validation text; `tailorc evolve` with the configuration `recipes/base.tr` holds
 (population 24, 12 generations, floor, perplexity term, successive halving over 25 and 50
-validation items per task, local search 96), its 8 finalists judged on validation items
+validation items per task, local search 96; docs/results.md's table adds `--setting
+ppl_tolerance=2.5`, chosen on validation), its 8 finalists judged on validation items
 50-99 alone (`holdout = true`: items the search never selected on); and random search over
 the same space with as many evaluations as the search used, each on 25 items, its 8 best
 then judged as the search's finalists are (through the Python API: it is a baseline, not a
