@@ -23,7 +23,7 @@ A candidate that could not be scored (any NaN) gets `FAILED_FITNESS`, below ever
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Below every real fitness; finite, so that history.jsonl stays plain JSON.
 FAILED_FITNESS = -1.0
@@ -50,8 +50,7 @@ class Objective:
     def with_references(self, dense: dict[str, dict[str, float]], base: str) -> Objective:
         """`dense`: each source model's scores, the base's under `base`."""
         best = {t: max(scores[t] for scores in dense.values()) for t in self.tasks}
-        return Objective(self.tasks, self.weights, self.texts, self.kind, self.floor,
-                         self.ppl_weight, self.ppl_tolerance, best, dict(dense[base]))
+        return replace(self, best=best, base=dict(dense[base]))
 
     def __call__(self, scores: dict[str, float]) -> float:
         if any(math.isnan(v) for v in scores.values()):
