@@ -134,6 +134,9 @@ INT_BOUNDS = {
     "finalists": (1, 100_000), "local_search": (0, 10**7),
     "tune_weights": (0, 10**7),
 }
+# Number settings, as their lowest value.
+FLOAT_LOWS = {"warm_start": 0, "crossover": 0, "mutation": 0, "ppl_weight": 0,
+              "ppl_tolerance": 1}
 FITNESS = ("mean", "retention")
 METRICS = ("acc", "prob")
 OBJECTIVES = (("score",), ("score", "size"))
@@ -277,12 +280,8 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
         _choice(s, FITNESS, _either(FITNESS), values, diags)
     elif key == "metric":
         _choice(s, METRICS, _either(METRICS), values, diags)
-    elif key in ("warm_start", "crossover", "mutation", "ppl_weight"):
-        v = _number(s, diags, low=0)
-        if v is not None:
-            values[key] = float(v)
-    elif key == "ppl_tolerance":
-        v = _number(s, diags, low=1)
+    elif key in FLOAT_LOWS:
+        v = _number(s, diags, low=FLOAT_LOWS[key])
         if v is not None:
             values[key] = float(v)
     elif key in ("warm_merge", "holdout"):
