@@ -142,10 +142,11 @@ class Evaluator:
         batches = []
         stop_ids = _stop_ids(tokenizer)
         for k, task in enumerate(self.tasks + self.texts):
-            edges = [0] + [min(r, len(task.items)) for r in self.rungs]
             if task.kind == "ppl":  # windows of one document: see _text_windows
                 windows, edges = self._text_windows(task, tokenizer)
                 task = dataclasses.replace(task, items=windows)
+            else:
+                edges = [0] + [min(r, len(task.items)) for r in self.rungs]
             for rung, (lo, hi) in enumerate(zip(edges, edges[1:])):
                 for start in range(lo, hi, batch_size):
                     rows = range(start, min(hi, start + batch_size))
