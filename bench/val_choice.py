@@ -22,8 +22,8 @@ import re
 import statistics
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SKILLS = ("facts", "lexicon", "arith")
+from real_quality import ROOT, SKILLS
+
 HEADER = re.compile(r"^# fitness \S+ on the search's tasks \((.*)\)$", re.M)
 
 
@@ -62,9 +62,10 @@ def main() -> None:
                      statistics.fmean(v[s][1] for s in common))
              for label, v in per_seed.items()}
     allowed = {k: v for k, v in means.items() if v[1] <= a.reference}
-    pool = allowed or means
-    chosen = max(pool, key=lambda k: pool[k][0]) if allowed else min(pool, key=lambda k:
-                                                                      pool[k][1])
+    if allowed:  # the best mean within the reference perplexity
+        chosen = max(allowed, key=lambda k: allowed[k][0])
+    else:  # else the lowest perplexity
+        chosen = min(means, key=lambda k: means[k][1])
     text = "\n".join(lines) + (
         f"\n\nChosen on validation, seed{'s' if len(common) > 1 else ''} "
         f"{', '.join(map(str, common))} (those every variant ran): **{chosen}** (the "
