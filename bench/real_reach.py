@@ -14,8 +14,8 @@ first 50 a task), on the 50 it never read (the finish's held-out items), and on 
 split, with the text's perplexity on each split. Test is for the record only: nothing here
 chooses. Two questions: did the search hold a candidate well above the baselines on test
 (reach), and would the held-out items have found it (selection)? With --write-docs the
-summary goes to docs/results.md (real-reach markers) and every row to
-docs/results_real_reach.json.
+summary goes to docs/results.md (real-reach markers, or `--block NAME`'s) and every row
+to docs/results_real_reach.json (docs/results_NAME.json).
 """
 
 from __future__ import annotations
@@ -137,12 +137,13 @@ def summary(label: str, rows: list[dict]) -> list[str]:
         lines.append(line(f"population #{k + 1}", r))
     best_pruned = sorted(pruned, key=lambda r: -_mean(r["holdout"]))[:3]
     lines += [line(r["what"], r) for r in best_pruned]
-    reach = max(search, key=lambda r: _mean(r["test"]))
-    lines += ["", f"Best test mean among these {len(search)}: "
-              f"{_mean(reach['test']):.1f} (population #{search.index(reach) + 1}, held-out "
-              f"{_mean(reach['holdout']):.1f}); the winner: {_mean(winner['test']):.1f}; the "
-              f"pruners' best on test: {max(_mean(r['test']) for r in pruned):.1f}."
-              if pruned else ""]
+    if search and pruned:
+        reach = max(search, key=lambda r: _mean(r["test"]))
+        lines += ["", f"Best test mean among these {len(search)}: "
+                  f"{_mean(reach['test']):.1f} (population #{search.index(reach) + 1}, "
+                  f"held-out {_mean(reach['holdout']):.1f}); the winner: "
+                  f"{_mean(winner['test']):.1f}; the pruners' best on test: "
+                  f"{max(_mean(r['test']) for r in pruned):.1f}."]
     return lines
 
 
@@ -156,6 +157,9 @@ def main() -> None:
     ap.add_argument("--pruned-on", nargs="*", default=["merge"], metavar="MODEL",
                     help="the pruners' answers on these models (default: merge; none "
                     "given: every model)")
+    ap.add_argument("--block", default="real-reach",
+                    help="the docs/results.md block to write (default real-reach); the raw "
+                    "rows go to docs/results_<block, with _ for ->.json")
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     family = a.family.expanduser()
@@ -177,10 +181,11 @@ def main() -> None:
                                                                        "FAMILY")
         head = (f"Written by `python bench/real_reach.py {args}` (raw rows, with every "
                 "candidate's recipe: `docs/results_real_reach.json`).")
-        write_block(ROOT / "docs" / "results.md", "real-reach", f"{head}\n\n{body}",
-                    heading="### Reach or selection")
-        (ROOT / "docs" / "results_real_reach.json").write_text(json.dumps(raw, indent=1)
-                                                               + "\n")
+        raw_path = f"docs/results_{a.block.replace('-', '_')}.json"
+        head = head.replace("docs/results_real_reach.json", raw_path)
+        write_block(ROOT / "docs" / "results.md", a.block, f"{head}\n\n{body}",
+                    heading=None)
+        (ROOT / raw_path).write_text(json.dumps(raw, indent=1) + "\n")
 
 
 if __name__ == "__main__":
