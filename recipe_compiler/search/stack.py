@@ -13,7 +13,7 @@ forward goes through the model's own `forward`: transformers builds the attentio
 position ids and the rotary inputs exactly as it does for the built checkpoint, for every
 architecture `build` supports. Each `_Slot` runs a decoder layer of the right class (one
 "template" per source layer, on the meta device: it holds no memory) with the candidate's
-parameters from the store, bound in place of its own for the call (`_bound`).
+parameters from the store, through `torch.func.functional_call`.
 
 Layers whose output is cached (the same first k layers, the same batch) are not run: the
 first slot returns the cached hidden state and the next k-1 pass it through; the mask and
@@ -82,7 +82,6 @@ class Stack:
         self.layers_run = 0  # decoder layers actually run, over the stack's life
         self.layer_tokens = 0  # and the tokens they ran on, summed
         self.layer_calls = 0  # calls into a decoder layer (a stacked call runs several)
-        self._param_places: dict[int, dict[str, tuple[torch.nn.Module, str]]] = {}
 
     # --- construction --------------------------------------------------------------------
 
@@ -248,30 +247,16 @@ class Stack:
         of the batch whose inputs `args` and `kwargs` are, stacked."""
         template = self.templates[src]
         stored = self.store.layer(op, src, keep=keep)
+        params = {self.suffixes[k]: v for k, v in stored.items()}
         if copies > 1:
             rows = h.shape[0] // copies
             args, kwargs = _repeat(args, copies, rows), _repeat(kwargs, copies, rows)
-        with _bound(template, self._places(src), ((self.suffixes[k], v)
-                                                  for k, v in stored.items())):
-            out = template(h, *args, **kwargs)
+        out = torch.func.functional_call(template, params, (h, *args), kwargs)
         h = out[0] if isinstance(out, tuple) else out
         self.layers_run += copies
         self.layer_calls += 1
         self.layer_tokens += h.shape[0] * h.shape[1]
         return h
-
-    def _places(self, src: int) -> dict[str, tuple[torch.nn.Module, str]]:
-        """Template `src`'s parameters by name, as (the module holding it, its attribute
-        name); found once per template."""
-        places = self._param_places.get(src)
-        if places is None:
-            template = self.templates[src]
-            places = {}
-            for name, _ in template.named_parameters(remove_duplicate=False):
-                owner, _, attr = name.rpartition(".")
-                places[name] = (template.get_submodule(owner) if owner else template, attr)
-            self._param_places[src] = places
-        return places
 
     @contextmanager
     def as_model(self, layers: list[tuple[tuple, object, int]]):
@@ -285,24 +270,6 @@ class _Run:
     def __init__(self, layers, cache_key, keep: bool):
         self.layers, self.cache_key, self.keep = layers, cache_key, keep
         self.start, self.cached = 0, None
-
-
-@contextmanager
-def _bound(template: torch.nn.Module, places: dict, params):
-    """`template` (on the meta device) holding `params` — (name, tensor) pairs — in place of
-    its own parameters until the block ends. What `torch.func.functional_call` does for a
-    module without tied weights or buffers, as a decoder layer is, without its per-call
-    walk over the module tree (a tenth of a search's time on the zoo)."""
-    swapped = []
-    try:
-        for name, value in params:
-            module, attr = places[name]
-            swapped.append((module, attr, module._parameters[attr]))
-            module._parameters[attr] = value
-        yield
-    finally:
-        for module, attr, old in reversed(swapped):
-            module._parameters[attr] = old
 
 
 def _deepest_cached(store: LayerStore, cache_key: Callable[[int], object] | None,
