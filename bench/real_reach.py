@@ -31,6 +31,7 @@ from pathlib import Path
 
 from real_quality import ROOT, SKILLS
 
+WINNER = "winner (best.tr)"
 PRUNED = re.compile(r"(.+)-(base|facts|lexicon|arith|merge)-[0-9a-f]{12}\.tr$")
 
 
@@ -40,22 +41,14 @@ def candidates(work: Path, seed: int, space, baselines: Path | None, top: int,
     last population and hall of fame, then the pruners' answers on the `pruned_on`
     models (all when empty)."""
     from recipe_compiler.compiler.frontdoor import load_checked
-    from recipe_compiler.search.genome import Gene, decode, genome_from_drops, merged
+    from recipe_compiler.search.genome import decode, genome_from_drops, merged
+    from recipe_compiler.search.run import genes_of
 
     run = work / f"run-{seed}"
-    out = [("winner (best.tr)", load_checked(run / "best.tr", require_closed=True).recipe,
-            None)]
+    out = [(WINNER, load_checked(run / "best.tr", require_closed=True).recipe, None)]
     state = json.loads((run / "state.json").read_text())
-    found = []
-    for packed in state["population"] + state["hof"]:
-        genes = [Gene(**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items()})
-                 for g in packed["genome"]]
-        found.append(("search", decode(space, genes), packed["fitness"][0]))
-    seen_found: set = set()
-    for c in sorted(found, key=lambda c: -c[2]):
-        if c[1] not in seen_found and len(seen_found) < top:
-            seen_found.add(c[1])
-            out.append(c)
+    out += sorted((("search", decode(space, genes_of(packed)), packed["fitness"][0])
+                   for packed in state["population"] + state["hof"]), key=lambda c: -c[2])
     if baselines is not None:
         weight = float((baselines / "merged").resolve().name.split("-", 1)[1])
         for path in sorted(baselines.glob("*.tr")):
@@ -69,11 +62,13 @@ def candidates(work: Path, seed: int, space, baselines: Path | None, top: int,
             genome = genome_from_drops(space, set(map(int, drops.split(", "))),
                                        random.Random(0), source=source)
             out.append((f"{m.group(1)} on {model}", decode(space, genome), None))
-    seen, unique = set(), []
+    seen, unique, kept = set(), [], 0
     for what, recipe, fitness in out:
-        if recipe not in seen:
-            seen.add(recipe)
-            unique.append((what, recipe, fitness))
+        if recipe in seen or (what == "search" and kept == top):
+            continue
+        seen.add(recipe)
+        unique.append((what, recipe, fitness))
+        kept += what == "search"
     return unique
 
 
@@ -121,7 +116,7 @@ def _mean(scores: dict[str, float]) -> float:
 def summary(label: str, rows: list[dict]) -> list[str]:
     search = [r for r in rows if r["what"] == "search"]
     winner = rows[0]
-    pruned = [r for r in rows if r["what"] not in ("search", "winner (best.tr)")]
+    pruned = [r for r in rows if r["what"] not in ("search", WINNER)]
     lines = [f"**{label}** (the {len(search)} best distinct candidates of the last population "
              f"and hall of fame by search fitness, {len(pruned)} pruners' answers)", "",
              "| candidate | search fitness | validation, first 50 | held-out 50 | "
@@ -179,10 +174,9 @@ def main() -> None:
 
         args = " ".join(shlex.quote(x) for x in sys.argv[1:]).replace(str(a.family),
                                                                        "FAMILY")
-        head = (f"Written by `python bench/real_reach.py {args}` (raw rows, with every "
-                "candidate's recipe: `docs/results_real_reach.json`).")
         raw_path = f"docs/results_{a.block.replace('-', '_')}.json"
-        head = head.replace("docs/results_real_reach.json", raw_path)
+        head = (f"Written by `python bench/real_reach.py {args}` (raw rows, with every "
+                f"candidate's recipe: `{raw_path}`).")
         write_block(ROOT / "docs" / "results.md", a.block, f"{head}\n\n{body}",
                     heading=None)
         (ROOT / raw_path).write_text(json.dumps(raw, indent=1) + "\n")

@@ -11,7 +11,7 @@ The choice rule, fixed before the runs: on the seeds every variant ran, the high
 validation mean among the variants whose validation perplexity is at most `--reference`
 (the best single-model pruner's on the validation text); test is printed for the record,
 not used. With --write-docs the table goes to docs/results.md between the real-choice
-markers (or those `--block NAME` names).
+markers.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ def main() -> None:
     ap.add_argument("variants", nargs="+", metavar="LABEL=WORK:SEEDS")
     ap.add_argument("--reference", type=float, required=True, metavar="PPL",
                     help="the validation perplexity a choice may not exceed")
-    ap.add_argument("--block", default="real-choice",
-                    help="the docs/results.md block to write (its markers must exist)")
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
     lines = ["| variant | seed | validation mean | validation ppl | test mean | test ppl |",
@@ -79,10 +77,9 @@ def main() -> None:
         from _docs import write_block
 
         args = " ".join(f'"{v}"' for v in a.variants)
-        block = "" if a.block == "real-choice" else f" --block {a.block}"
-        write_block(ROOT / "docs" / "results.md", a.block,
+        write_block(ROOT / "docs" / "results.md", "real-choice",
                     f"Written by `python bench/val_choice.py {args} --reference "
-                    f"{a.reference:g}{block} --write-docs`.\n\n{text}", heading=None)
+                    f"{a.reference:g} --write-docs`.\n\n{text}", heading=None)
 
 
 if __name__ == "__main__":

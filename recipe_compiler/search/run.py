@@ -231,9 +231,7 @@ class Search:
                 "fitness": list(ind.fitness.values), "scores": ind.scores, "rung": ind.rung}
 
     def _unpack(self, packed: dict):
-        genes = [Gene(**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items()})
-                 for g in packed["genome"]]
-        ind = self._new(genes)
+        ind = self._new(genes_of(packed))
         ind.fitness.values = tuple(packed["fitness"])
         ind.scores, ind.rung = dict(packed["scores"]), packed["rung"]
         return ind
@@ -283,6 +281,12 @@ class Search:
         self.evaluations = state["evaluations"]
         self.history = state["history"]
         return pop, hof, state["generation"] + 1
+
+
+def genes_of(packed: dict) -> list[Gene]:
+    """The genome of an individual as state.json saves it (JSON lists back to tuples)."""
+    return [Gene(**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items()})
+            for g in packed["genome"]]
 
 
 class StateError(ValueError):
