@@ -60,6 +60,8 @@ SEARCHES = {
     "+ perplexity term": ("?", True, PPL),
     "+ local search (= GPTailor search)": ("?", True, FINAL),
     "GPTailor search, retention fitness": ("?", True, FINAL | {"fitness": "retention"}),
+    "GPTailor search, metric prob (probability on the right choice)": (
+        "?", True, FINAL | {"metric": "prob"}),
     "GPTailor search, half the local search spent on CMA-ES merge weights": (
         "?", True, FINAL | {"local_search": 48, "tune_weights": 48}),
     "GPTailor search, no warm starts": ("?", False, FINAL),
@@ -486,8 +488,15 @@ def main(argv: list[str] | None = None) -> int:
         shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
         print(f"[{time.perf_counter() - started:6.0f}s] {label}: {shown}", flush=True)
 
+    from recipe_compiler.zoo import load_manifest
+
+    zoo_sha = next(h for n, _, _, h in load_manifest(b.zoo).models if n == "base")
     if args.reuse is not None:  # the rows that need no seed, measured before
         old_raw = json.loads(args.reuse.read_text())
+        if old_raw.get("base_sha256", zoo_sha) != zoo_sha:  # another machine's zoo draw
+            sys.exit(f"{args.reuse}: measured on a zoo whose base is "
+                     f"{old_raw['base_sha256'][:8]}…, not {b.zoo}'s {zoo_sha[:8]}… "
+                     "(docs/zoo.md: zoos differ across CPUs); run without --reuse")
         old = old_raw["rows"]
         fixed = {k: v for k, v in old.items() if "seed" not in v[0]}
         runs = dict(fixed)
@@ -500,9 +509,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse is not None and args.keep_earlier:
         earlier = [k for k in old if k not in runs]
         runs = {k: runs.get(k, old[k]) for k in old} | runs  # the earlier file's order
-    from recipe_compiler.zoo import load_manifest
-
-    zoo_sha = next(h for n, _, _, h in load_manifest(b.zoo).models if n == "base")
     raw = {"zoo": str(b.zoo), "base_sha256": zoo_sha, "remove": args.remove,
            "reused": args.reuse is not None,
            "seeds": args.seeds, "search": b.search, "limit": args.limit,
