@@ -77,6 +77,18 @@ def _row(r: dict, seed: int, source: str) -> dict:
             "test": _mean(r["test"]), "test_ppl": r["test_text"], "source": source}
 
 
+def choose(means: dict[str, dict[str, float]], reference: float) -> tuple[str, str]:
+    """The rule: among the variants whose mean validation perplexity is at most
+    `reference`, the highest mean held-out validation accuracy; if none is, the lowest mean
+    validation perplexity. Returns (label, why)."""
+    within = [label for label, m in means.items() if m["val_ppl"] <= reference]
+    if within:
+        return (max(within, key=lambda label: means[label]["holdout"]),
+                "the highest held-out validation mean among those within R")
+    return (min(means, key=lambda label: means[label]["val_ppl"]),
+            "no variant is within R: the lowest mean validation perplexity")
+
+
 def pruners_val(family: Path, pruners: Path, saved: Path | None) -> dict[str, float]:
     """Validation-text perplexity of every single-model pruner's recipe."""
     recipes = sorted(p for p in pruners.glob("*.tr")
@@ -130,13 +142,7 @@ def main() -> None:
         within = "yes" if m["val_ppl"] <= reference else "no"
         lines.append(f"| {label} | {len(variants[label])} | {m['holdout']:.1f} | "
                      f"{m['val_ppl']:.1f} | {within} | {m['test']:.1f} | {m['test_ppl']:.1f} |")
-    within = [label for label, m in means.items() if m["val_ppl"] <= reference]
-    if within:
-        chosen = max(within, key=lambda label: means[label]["holdout"])
-        why = "the highest held-out validation mean among those within R"
-    else:
-        chosen = min(means, key=lambda label: means[label]["val_ppl"])
-        why = "no variant is within R: the lowest mean validation perplexity"
+    chosen, why = choose(means, reference)
     lines += ["", f"R = {reference:.1f}, the lowest validation-text perplexity of the "
               f"{len(ppl)} single-model pruners ({lowest}; the others under 1000: "
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(ppl.items(), key=lambda kv: kv[1])
