@@ -9,8 +9,8 @@ or 1.0 each, whichever scores better on validation; each of the four pruners (`t
 prune`: block influence, angular, ppl, SLEB) on each model and on that merge, calibrated on
 the validation text; `tailorc evolve` with the configuration `recipes/base.tr` holds
 (population 24, 12 generations, floor, perplexity term, successive halving over 25 and 50
-validation items per task, local search 96; docs/results.md's table adds `--setting
-ppl_tolerance=2.5`, chosen on validation), its 8 finalists judged on validation items
+validation items per task, local search 96) plus `metric = prob` and `ppl_tolerance =
+2.2`, chosen on validation (`bench/real_choice.py`), its 8 finalists judged on validation items
 50-99 alone (`holdout = true`: items the search never selected on); and random search over
 the same space with as many evaluations as the search used, each on 25 items, its 8 best
 then judged as the search's finalists are (through the Python API: it is a baseline, not a
@@ -61,7 +61,9 @@ def models_block(family: Path) -> str:
 def search_recipe(family: Path, seed: int, a: argparse.Namespace, warm: bool = True) -> str:
     """recipes/base.tr's search, on this family (25 then 50 validation items per task by
     successive halving, the 8 finalists judged on the 50 the search never read: `holdout`),
-    with any `--setting KEY=VALUE` replacing or adding a setting."""
+    scoring an item by the probability on its right choice, perplexity up to 2.2 times the
+    base's free (both chosen on validation: bench/real_choice.py, docs/results.md), with
+    any `--setting KEY=VALUE` replacing or adding a setting."""
     settings = {
         "remove": "25%", "tasks": f'"{family / "tasks" / "val"}"',
         "population": a.population, "generations": a.generations, "limit": 50,
@@ -71,6 +73,9 @@ def search_recipe(family: Path, seed: int, a: argparse.Namespace, warm: bool = T
         "local_search": a.local_search, "max_memory": '"1GB"', "holdout": "true"}
     if not warm:
         settings["warm_start"] = 0
+    # after warm_start: where --setting put them when the committed rows were saved (a
+    # saved row is found by this text)
+    settings |= {"ppl_tolerance": 2.2, "metric": "prob"}
     settings |= dict(kv.split("=", 1) for kv in getattr(a, "setting", None) or [])
     body = "".join(f"  {k} = {v}\n" for k, v in settings.items())
     return f"{models_block(family)}\nslot 0..30 = ?\nsearch {{\n{body}}}\n"
