@@ -37,14 +37,10 @@ import sys
 from pathlib import Path
 
 from real_quality import ROOT, SKILLS, run
-from real_reach import PRUNED, WINNER, measure
+from real_reach import PRUNED, WINNER, _mean, measure
 
 CHOICE_ROW = re.compile(r"^\| (.+?) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$",
                         re.M)
-
-
-def _mean(scores: dict[str, float]) -> float:
-    return 100 * statistics.fmean(scores[s] for s in SKILLS)
 
 
 def winner_rows(source: str, family: Path) -> list[dict]:
@@ -91,21 +87,21 @@ def choose(means: dict[str, dict[str, float]], reference: float) -> tuple[str, s
 
 def pruners_val(family: Path, pruners: Path, saved: Path | None) -> dict[str, float]:
     """Validation-text perplexity of every single-model pruner's recipe."""
-    recipes = sorted(p for p in pruners.glob("*.tr")
-                     if (m := PRUNED.match(p.name)) and m.group(2) != "merge")
+    labels = {p.stem: f"{m.group(1)} on {m.group(2)}" for p in sorted(pruners.glob("*.tr"))
+              if (m := PRUNED.match(p.name)) and m.group(2) != "merge"}
     if saved is not None:
         out = json.loads(saved.read_text())
     else:
-        out = json.loads(run("eval", *map(str, recipes), "--tasks",
-                             str(family / "tasks" / "val"), "--json", "--threads", "1"))
+        out = json.loads(run("eval", *(str(pruners / f"{stem}.tr") for stem in labels),
+                             "--tasks", str(family / "tasks" / "val"), "--json",
+                             "--threads", "1"))
     ppl = {}
     for name, doc in out["models"].items():  # eval names a recipe by its file's stem
-        m = PRUNED.match(Path(name).name.removesuffix(".tr") + ".tr")
-        if m and m.group(2) != "merge":
-            text = [v["primary"] for t, v in doc["tasks"].items() if t not in SKILLS]
-            ppl[f"{m.group(1)} on {m.group(2)}"] = text[0]
-    if len(ppl) != len(recipes):
-        raise SystemExit(f"perplexities for {len(ppl)} of {len(recipes)} pruners' recipes")
+        label = labels.get(Path(name).name.removesuffix(".tr"))
+        if label is not None:
+            ppl[label] = next(v["primary"] for t, v in doc["tasks"].items() if t not in SKILLS)
+    if len(ppl) != len(labels):
+        raise SystemExit(f"perplexities for {len(ppl)} of {len(labels)} pruners' recipes")
     return ppl
 
 
