@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,16 @@ def run(*args: str) -> str:
     if done.returncode != 0:
         sys.exit(f"tailorc {' '.join(args)} failed:\n{done.stderr[-2000:]}")
     return done.stdout
+
+
+def tasks_sha(family: Path) -> str:
+    """The digest of the family's task files, both splits (items and English texts): a
+    saved row, a pruner's choice or a cached score holds for these texts only."""
+    h = hashlib.sha256()
+    for f in sorted((family / "tasks").rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(family).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def models_block(family: Path) -> str:
@@ -115,9 +126,12 @@ def baselines(family: Path, work: Path, threads: int) -> dict[str, Path]:
     sha = json.loads((family / "family.json").read_text())["sha256"]
     sha["merge"] = hashlib.sha256(("".join(sha[m] for m in MODELS) + str(weight)).encode()
                                   ).hexdigest()
+    text = hashlib.sha256(Path(calib).read_bytes()).hexdigest()
     for method in PRUNERS:
         for name, path in (*((m, family / m) for m in MODELS), ("merge", work / "merged")):
-            out = work / f"{method}-{name}-{sha[name][:12]}.tr"  # these weights' choice
+            # these weights' choice on this calibration text
+            key = hashlib.sha256((sha[name] + text).encode()).hexdigest()[:12]
+            out = work / f"{method}-{name}-{key}.tr"
             if not out.exists():  # a pruner's choice is deterministic: reuse it
                 run("prune", str(path), "--method", method, "--calib", calib, "-o",
                     str(out), "--force")
@@ -129,12 +143,15 @@ def search(family: Path, work: Path, seed: int, a: argparse.Namespace) -> tuple[
     recipe = work / f"search-{seed}.tr"
     recipe.write_text(search_recipe(family, seed, a))
     start = time.perf_counter()
-    out = run("evolve", str(recipe), "-o", str(work / f"run-{seed}"), "--force",
-              "--threads", str(a.threads))
+    resume = a.resume_searches and (work / f"run-{seed}" / "state.json").is_file()
+    out = run("evolve", str(recipe), "-o", str(work / f"run-{seed}"),
+              "--resume" if resume else "--force", "--threads", str(a.threads))
     seconds = time.perf_counter() - start
     evaluations = int(out.split(" evaluations in ")[0].rsplit(" ", 1)[1])
-    return work / f"run-{seed}" / "best.tr", {"seconds": round(seconds), "evaluations":
-                                               evaluations}
+    cost = {"seconds": round(seconds), "evaluations": evaluations}
+    if resume:  # same seed, same result; the seconds are the resumed part's alone
+        cost["resumed"] = True
+    return work / f"run-{seed}" / "best.tr", cost
 
 
 def random_search(family: Path, work: Path, seed: int, budget: int,
@@ -169,18 +186,27 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
     fitness_keys = ("ppl_weight", "ppl_tolerance", "min_task_retention", "fitness")
     space_key = hashlib.sha256("".join(
         line for line in space.read_text().splitlines(keepends=True)
-        if line.split("=")[0].strip() not in fitness_keys).encode()).hexdigest()[:12]
+        if line.split("=")[0].strip() not in fitness_keys).encode()
+        + tasks_sha(family).encode()).hexdigest()[:12]
     cache_path = work / f"random-{seed}-rung0-{space_key}.json"
     names = {t.name for t in (*ev.tasks, *ev.texts)}
     cached = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     cached = {k: v for k, v in cached.items() if set(v) == names}
+    earlier = None
+    if getattr(a, "reuse_task_scores", None):
+        text_ev = text_evaluator(space, family, ev)
+        earlier = EarlierTaskScores(
+            sorted(a.reuse_task_scores.glob(f"random-{seed}-rung0-*.json")),
+            {t.name for t in ev.tasks}, lambda r: ev.scores(r, 0),
+            lambda r: text_ev.scores(r, 0))
     while used < budget - settings.finalists:
         for _ in range(min(settings.population, budget - settings.finalists - used)):
             genome = random_genome(p.space, rng)
             r = decode(p.space, genome)
             used += 1
             if repr(genome) not in cached:
-                cached[repr(genome)] = ev.scores(r, 0)
+                cached[repr(genome)] = (ev.scores(r, 0) if earlier is None
+                                        else earlier.scores(repr(genome), r))
             seen.setdefault(repr(genome), (ev.fitness(cached[repr(genome)]), r))
         cache_path.write_text(json.dumps(cached) + "\n")
     finalists = sorted(seen.values(), key=lambda fr: -fr[0])[:settings.finalists]
@@ -196,7 +222,62 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
             best = (fitness, r)
     out = work / f"random-{seed}-best.tr"
     out.write_text(format_recipe(best[1]))
-    return out, {"seconds": round(time.perf_counter() - start), "evaluations": used}
+    cost = {"seconds": round(time.perf_counter() - start), "evaluations": used}
+    if earlier is not None:  # its wall seconds do not include scoring these candidates' tasks
+        cost["task_scores_reused"] = earlier.reused
+    return out, cost
+
+
+class EarlierTaskScores:
+    """First-rung scores from an earlier random search over the same space and seed on
+    other English texts (`--reuse-task-scores DIR`): a candidate's task scores do not depend
+    on the texts, so they are taken as they are and only the texts are scored again
+    (`text_scores`, an evaluator of the texts alone: `text_evaluator`). The earlier cache
+    is the one of `files` whose entry for the first candidate asked for holds exactly the
+    task scores this run gives it (`full_scores`, run once); none does: the run stops."""
+
+    def __init__(self, files: list[Path], tasks: set[str],
+                 full_scores: Callable[[object], dict], text_scores: Callable[[object], dict]):
+        if not files:
+            sys.exit("--reuse-task-scores: no earlier random-SEED-rung0-*.json cache")
+        self.files, self.tasks = files, tasks
+        self.full_scores, self.text_scores = full_scores, text_scores
+        self.old: dict | None = None
+        self.reused = 0
+
+    def scores(self, genome: str, recipe) -> dict[str, float]:
+        if self.old is None:  # the first candidate: find the earlier cache that agrees
+            full = self.full_scores(recipe)
+            for f in self.files:
+                old = json.loads(f.read_text())
+                if genome in old and all(old[genome].get(t) == full[t] for t in self.tasks):
+                    self.old = old
+                    print(f"random search: task scores from {f}", flush=True)
+                    return full
+            sys.exit("--reuse-task-scores: no earlier cache has this run's first candidate "
+                     "with the same task scores")
+        if genome not in self.old:
+            return self.full_scores(recipe)
+        self.reused += 1
+        return {**{t: self.old[genome][t] for t in self.tasks}, **self.text_scores(recipe)}
+
+
+def text_evaluator(space: Path, family: Path, ev):
+    """An evaluator of `space`'s search with the validation texts as its only tasks."""
+    from recipe_compiler.search import make_evaluator, prepare
+
+    texts = space.parent / f"{space.stem}-text"
+    texts.mkdir(exist_ok=True)
+    for t in ev.texts:
+        link = texts / f"{t.name}.txt"
+        link.unlink(missing_ok=True)
+        link.symlink_to(family / "tasks" / "val" / f"{t.name}.txt")
+    lines = [f'  tasks = "{texts}"\n' if line.strip().startswith("tasks =") else line
+             for line in space.read_text().splitlines(keepends=True)
+             if line.split("=")[0].strip() != "min_task_retention"]  # no tasks to floor
+    recipe = space.parent / f"{space.stem}-text.tr"
+    recipe.write_text("".join(lines))
+    return make_evaluator(prepare(recipe, {}))
 
 
 def saved(work: Path, kind: str, seed: int, key: str, a: argparse.Namespace) -> dict | None:
@@ -295,6 +376,14 @@ def main() -> None:
     ap.add_argument("--random-budget", type=int, default=None, metavar="N",
                     help="random search's evaluations (default: as many as the search's run "
                     "with the same seed)")
+    ap.add_argument("--resume-searches", action="store_true",
+                    help="continue a search that an earlier run left in WORK/run-SEED "
+                    "(tailorc evolve --resume: the same result; its wall seconds are then "
+                    "the resumed part's)")
+    ap.add_argument("--reuse-task-scores", type=Path, default=None, metavar="DIR",
+                    help="random search: take each candidate's first-rung task scores from "
+                    "an earlier run's cache in DIR (same space and seed, other English "
+                    "texts) and score only the text again")
     ap.add_argument("--random-only", action="store_true",
                     help="run random search alone (with --random-budget), e.g. beside the "
                     "searches in other processes")
@@ -324,10 +413,13 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     sha = json.loads((family / "family.json").read_text())["sha256"]
+    tasks = tasks_sha(family)
     if a.reuse_baselines:
         earlier = json.loads(a.reuse_baselines.read_text())
         if earlier.get("family_sha256", sha) != sha:
             sys.exit(f"{a.reuse_baselines}: measured on other weights than {family}'s")
+        if earlier.get("tasks_sha256") != tasks:
+            sys.exit(f"{a.reuse_baselines}: measured on other tasks or texts than {family}'s")
         rows = {k: v for k, v in earlier["rows"].items() if k not in (SEARCH, RANDOM)}
     elif a.rows_only:  # the seeds' rows alone: a later call brings the baselines
         rows = {}
@@ -339,7 +431,8 @@ def main() -> None:
         seconds = (earlier.get("seconds") if a.reuse_baselines
                    else round(time.perf_counter() - started))
         (work / "baselines.json").write_text(json.dumps(
-            {"family": str(family), "family_sha256": sha, "seconds": seconds, "rows": rows},
+            {"family": str(family), "family_sha256": sha, "tasks_sha256": tasks,
+             "seconds": seconds, "rows": rows},
             indent=2) + "\n")
         text = table(rows)
         print(text)
@@ -357,7 +450,7 @@ def main() -> None:
     randoms = a.seeds if a.random_seeds is None else a.random_seeds
     for seed in a.seeds:
         if not a.random_only:
-            key = search_recipe(family, seed, a)
+            key = search_recipe(family, seed, a) + f"tasks {tasks}"
             row = saved(work, "search", seed, key, a)
             if row is None:
                 best, cost = search(family, work, seed, a)
@@ -368,7 +461,8 @@ def main() -> None:
             print(f"seed {seed}: {row}", flush=True)
         if not a.no_random and seed in randoms:
             budget = a.random_budget or row_budget(rows, seed)
-            key = search_recipe(family, seed, a, warm=False) + f"budget {budget}"
+            key = (search_recipe(family, seed, a, warm=False) + f"budget {budget}"
+                   + f"tasks {tasks}")
             row = saved(work, "random", seed, key, a)
             if row is None:
                 best, cost = random_search(family, work, seed, budget, a)
@@ -388,7 +482,8 @@ def main() -> None:
     total = round(time.perf_counter() - started)
     print(f"total {total} s")
     if a.write_docs:
-        raw = {"family": str(family), "family_sha256": sha, "seeds": a.seeds,
+        raw = {"family": str(family), "family_sha256": sha, "tasks_sha256": tasks,
+               "seeds": a.seeds,
                "population": a.population,
                "settings": a.setting or [],
                "generations": a.generations, "local_search": a.local_search,
