@@ -128,13 +128,83 @@ def perplexity(model, batch: dict) -> float:
 
 
 def ppl_without_each(model, arch: Architecture, batch: dict, dropped: set[int]) -> dict[int, float]:
+    """The perplexity with each layer not yet `dropped` removed too. The layers before the
+    removed one are not run again: one pass of the pruned model keeps every kept layer's
+    input, and a run without layer i starts from the input of i (a stand-in first layer
+    returns it) and goes on with the layers after i. The same operations on the same
+    tensors as running the whole model without i, so the same values, for about half the
+    layer calls; a model whose layers differ in configuration (e.g. sliding-window
+    attention on some) is run whole."""
     n = len(layer_list(model, arch))
+    kept = [i for i in range(n) if i not in dropped]
+    inputs = _kept_inputs(model, arch, batch, dropped)
     out = {}
-    for i in range(n):
-        if i not in dropped:
+    for pos, i in enumerate(kept):
+        if inputs is None or pos == 0:
             with without_layers(model, arch, dropped | {i}):
                 out[i] = perplexity(model, batch)
+        else:
+            with _starting_from(model, arch, inputs[pos], kept[pos + 1:]):
+                out[i] = perplexity(model, batch)
     return out
+
+
+class _Given(torch.nn.Module):
+    """A stand-in first decoder layer: returns a hidden state computed before, in the form
+    the model's layers return theirs, whatever it is given."""
+
+    def __init__(self, state, like: torch.nn.Module):
+        super().__init__()
+        self.state = state
+        for attr in ("attention_type", "layer_idx"):  # what a model's loop may read
+            if hasattr(like, attr):
+                setattr(self, attr, getattr(like, attr))
+
+    def forward(self, *args, **kwargs):
+        if isinstance(self.state, tuple):  # a copy: the next layers must not write into it
+            return (self.state[0].clone(), *self.state[1:])
+        return self.state.clone()
+
+
+def _kept_inputs(model, arch: Architecture, batch: dict, dropped: set[int]) -> list | None:
+    """Each kept layer's input as the model without `dropped` computes it (the object the
+    layer before returned), or None when the layers' configuration is not uniform."""
+    config = getattr(model, "config", None)
+    for key in arch.per_layer_config:
+        values = getattr(config, key, None)
+        if isinstance(values, list) and len({repr(v) for v in values}) > 1:
+            return None
+    layers = layer_list(model, arch)
+    kept = [layer for i, layer in enumerate(layers) if i not in dropped]
+    outputs: list = [None] * len(kept)
+
+    def keep(pos: int) -> Callable:
+        def hook(module, args, kwargs, output):
+            outputs[pos] = output
+        return hook
+
+    handles = [layer.register_forward_hook(keep(pos), with_kwargs=True)
+               for pos, layer in enumerate(kept)]
+    try:
+        with without_layers(model, arch, dropped), torch.no_grad():
+            model(**batch, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return [None] + outputs[:-1]  # the input of kept layer p is the output of p - 1
+
+
+@contextmanager
+def _starting_from(model: torch.nn.Module, arch: Architecture, state, rest: list[int]):
+    """Run the model as its layers `rest`, after a first layer that returns `state`."""
+    layers = layer_list(model, arch)
+    parent, name = _parent_of(model, arch)
+    stand_in = _Given(state, layers[rest[0]] if rest else layers[0])
+    setattr(parent, name, torch.nn.ModuleList([stand_in, *(layers[j] for j in rest)]))
+    try:
+        yield
+    finally:
+        setattr(parent, name, layers)
 
 
 def choose_drops(method: str, model, arch: Architecture, batch: dict, k: int,

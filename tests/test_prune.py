@@ -11,6 +11,7 @@ from recipe_compiler.prune import (
     block_influence,
     choose_drops,
     drop_recipe,
+    layer_list,
     layer_states,
     perplexity,
     removal_count,
@@ -99,3 +100,32 @@ def test_drop_recipe_and_counts():
                                 'slot 2    = drop\nslot 3..5 = take(m)\nslot 5..7 = drop\n'
                                 'slot 7    = take(m)\n')
     assert removal_count("25%", 12) == 3 and removal_count("4", 12) == 4
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "phi3", "gpt2", "gpt_neox"])
+def test_ppl_without_each_reuses_the_prefix_and_gets_the_same_values(arch, batch,
+                                                                     tmp_path):
+    """Runs without layer i start from i's input, kept from one pass: the very values of
+    running the whole model without i, for every layer and after earlier drops."""
+    from transformers import AutoModelForCausalLM
+
+    from recipe_compiler.prune import ppl_without_each
+
+    make_family(tmp_path, arch, ("base",), layers=6, seed=2)
+    m = AutoModelForCausalLM.from_pretrained(tmp_path / "base").eval()
+    a = find_architecture(m.config.to_dict())
+    calls = []
+    for layer in layer_list(m, a):
+        layer.register_forward_hook(lambda *args: calls.append(1))
+    for dropped in (set(), {1}, {0, 4}):
+        calls.clear()
+        got = ppl_without_each(m, a, batch, dropped)
+        fast = len(calls)
+        want = {}
+        for i in range(6):
+            if i not in dropped:
+                with without_layers(m, a, dropped | {i}):
+                    want[i] = perplexity(m, batch)
+        assert got == want  # exactly
+        kept = 6 - len(dropped)
+        assert fast < kept * (kept - 1), (fast, kept)  # fewer layer calls than whole runs
