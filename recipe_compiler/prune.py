@@ -129,22 +129,25 @@ def perplexity(model, batch: dict) -> float:
 
 def ppl_without_each(model, arch: Architecture, batch: dict, dropped: set[int]) -> dict[int, float]:
     """The perplexity with each layer not yet `dropped` removed too. The layers before the
-    removed one are not run again: one pass of the pruned model keeps every kept layer's
-    input, and a run without layer i starts from the input of i (a stand-in first layer
-    returns it) and goes on with the layers after i. The same operations on the same
-    tensors as running the whole model without i, so the same values, for about half the
-    layer calls; a model whose layers differ in configuration (e.g. sliding-window
-    attention on some) is run whole."""
+    removed one are not all run again: one pass of the pruned model keeps kept layers'
+    inputs (every one's when they fit in `KEPT_STATES_BYTES`, else evenly spaced ones), and
+    a run without layer i starts from the nearest kept input at or before i (a stand-in
+    first layer returns it), runs the layers from there to i, skips i and goes on. The
+    same operations on the same tensors as running the whole model without i, so the same
+    values, for about half the layer calls when every input fits; a model whose layers
+    differ in configuration (e.g. sliding-window attention on some) is run whole."""
     n = len(layer_list(model, arch))
     kept = [i for i in range(n) if i not in dropped]
     inputs = _kept_inputs(model, arch, batch, dropped)
     out = {}
     for pos, i in enumerate(kept):
-        if inputs is None or pos == 0:
+        start = max((p for p in inputs if p <= pos), default=0) if inputs else 0
+        if start == 0:
             with without_layers(model, arch, dropped | {i}):
                 out[i] = perplexity(model, batch)
-        else:
-            with _starting_from(model, arch, inputs[pos], kept[pos + 1:]):
+        else:  # from the input of kept layer `start`, through the kept layers but i
+            rest = kept[start:pos] + kept[pos + 1:]
+            with _starting_from(model, arch, inputs[start], rest):
                 out[i] = perplexity(model, batch)
     return out
 
@@ -166,32 +169,47 @@ class _Given(torch.nn.Module):
         return self.state.clone()
 
 
-def _kept_inputs(model, arch: Architecture, batch: dict, dropped: set[int]) -> list | None:
-    """Each kept layer's input as the model without `dropped` computes it (the object the
-    layer before returned), or None when the layers' configuration is not uniform."""
+KEPT_STATES_BYTES = 2**30  # what `ppl_without_each` may hold of kept layers' inputs
+
+
+def _kept_inputs(model, arch: Architecture, batch: dict, dropped: set[int]) -> dict:
+    """Kept layer position -> its input as the model without `dropped` computes it (the
+    object the layer before returned), for evenly spaced positions, as many as fit in
+    `KEPT_STATES_BYTES` (all of them for a small model or a short text; none for a batch
+    whose one hidden state is larger); empty when the layers' configuration is not
+    uniform."""
     config = getattr(model, "config", None)
     for key in arch.per_layer_config:
         values = getattr(config, key, None)
         if isinstance(values, list) and len({repr(v) for v in values}) > 1:
-            return None
+            return {}
     layers = layer_list(model, arch)
     kept = [layer for i, layer in enumerate(layers) if i not in dropped]
-    outputs: list = [None] * len(kept)
+    ids = batch["input_ids"]
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    dtype = next(model.parameters()).dtype
+    one = ids.numel() * max(int(hidden), 1) * torch.empty((), dtype=dtype).element_size()
+    room = min(len(kept) - 1, KEPT_STATES_BYTES // max(one, 1))
+    if room < 1:
+        return {}
+    # positions 1..len-1 (position 0's input is the embeddings: a whole run), evenly spaced
+    wanted = {1 + (j * (len(kept) - 1)) // room for j in range(room)}
+    outputs: dict = {}
 
     def keep(pos: int) -> Callable:
         def hook(module, args, kwargs, output):
-            outputs[pos] = output
+            outputs[pos + 1] = output  # the input of kept layer pos + 1
         return hook
 
     handles = [layer.register_forward_hook(keep(pos), with_kwargs=True)
-               for pos, layer in enumerate(kept)]
+               for pos, layer in enumerate(kept) if pos + 1 in wanted]
     try:
         with without_layers(model, arch, dropped), torch.no_grad():
             model(**batch, use_cache=False)
     finally:
         for h in handles:
             h.remove()
-    return [None] + outputs[:-1]  # the input of kept layer p is the output of p - 1
+    return outputs
 
 
 @contextmanager
