@@ -41,16 +41,21 @@ def layer_list(model: torch.nn.Module, arch: Architecture) -> torch.nn.ModuleLis
 
 
 @contextmanager
-def without_layers(model: torch.nn.Module, arch: Architecture, drop: set[int]):
-    """Run the model with some layers skipped (in memory; nothing is copied)."""
+def _layers_as(model: torch.nn.Module, arch: Architecture, modules: list[torch.nn.Module]):
+    """Run the model with `modules` as its decoder-layer list, then put its own back."""
     layers = layer_list(model, arch)
-    kept = [layer for i, layer in enumerate(layers) if i not in drop]
     parent, name = _parent_of(model, arch)
-    setattr(parent, name, torch.nn.ModuleList(kept))
+    setattr(parent, name, torch.nn.ModuleList(modules))
     try:
         yield
     finally:
         setattr(parent, name, layers)
+
+
+def without_layers(model: torch.nn.Module, arch: Architecture, drop: set[int]):
+    """Run the model with some layers skipped (in memory; nothing is copied)."""
+    layers = layer_list(model, arch)
+    return _layers_as(model, arch, [layer for i, layer in enumerate(layers) if i not in drop])
 
 
 def _parent_of(model: torch.nn.Module, arch: Architecture):
@@ -179,10 +184,8 @@ def _kept_inputs(model, arch: Architecture, batch: dict, dropped: set[int]) -> d
     whose one hidden state is larger); empty when the layers' configuration is not
     uniform."""
     config = getattr(model, "config", None)
-    for key in arch.per_layer_config:
-        values = getattr(config, key, None)
-        if isinstance(values, list) and len({repr(v) for v in values}) > 1:
-            return {}
+    if config is not None and not arch.uniform_layers(config.to_dict()):
+        return {}
     layers = layer_list(model, arch)
     kept = [layer for i, layer in enumerate(layers) if i not in dropped]
     ids = batch["input_ids"]
@@ -212,17 +215,11 @@ def _kept_inputs(model, arch: Architecture, batch: dict, dropped: set[int]) -> d
     return outputs
 
 
-@contextmanager
 def _starting_from(model: torch.nn.Module, arch: Architecture, state, rest: list[int]):
     """Run the model as its layers `rest`, after a first layer that returns `state`."""
     layers = layer_list(model, arch)
-    parent, name = _parent_of(model, arch)
     stand_in = _Given(state, layers[rest[0]] if rest else layers[0])
-    setattr(parent, name, torch.nn.ModuleList([stand_in, *(layers[j] for j in rest)]))
-    try:
-        yield
-    finally:
-        setattr(parent, name, layers)
+    return _layers_as(model, arch, [stand_in, *(layers[j] for j in rest)])
 
 
 def choose_drops(method: str, model, arch: Architecture, batch: dict, k: int,

@@ -204,11 +204,7 @@ class Stack:
     def _uniform(self) -> bool:
         """Whether every layer of the base has the same per-layer configuration, so that
         the inputs the model's forward prepares for one layer serve any layer."""
-        for key in self.arch.per_layer_config:
-            values = self.base.config.get(key)
-            if isinstance(values, list) and len({repr(v) for v in values}) > 1:
-                return False
-        return True
+        return self.arch.uniform_layers(self.base.config)
 
     @contextmanager
     def _running(self, run: _Run | _Trie):

@@ -109,6 +109,16 @@ class Architecture:
         picked = [n for n in names if any(f in n for f in filters)]
         return filters if picked and all(self.is_scaled(n) for n in picked) else ()
 
+    def uniform_layers(self, config: dict) -> bool:
+        """Whether every layer has the same per-layer configuration (e.g. no sliding-window
+        attention on some layers only), so that what a model's forward prepares for one
+        layer (masks, rotary inputs) serves any of them."""
+        for key in self.per_layer_config:
+            values = config.get(key)
+            if isinstance(values, list) and len({repr(v) for v in values}) > 1:
+                return False
+        return True
+
     def ties_embeddings(self, config: dict) -> bool:
         return bool(config.get(self.tie_config_key, self.tie_default))
 
