@@ -155,11 +155,12 @@ def search(family: Path, work: Path, seed: int, a: argparse.Namespace) -> tuple[
 
 
 def random_search(family: Path, work: Path, seed: int, budget: int,
-                  a: argparse.Namespace) -> tuple[Path, dict]:
+                  a: argparse.Namespace, tasks: str) -> tuple[Path, dict]:
     """Random closed recipes from the search's space, a population at a time, each scored
     on the first rung's items, until `budget` evaluations less the finish; then, as the
     search finishes, its `finalists` best are scored on every validation item and the best
-    there (same fitness as the search) is kept."""
+    there (same fitness as the search) is kept. `tasks`: the family's `tasks_sha`, part of
+    the key its first-rung scores are cached under."""
     import torch
 
     from recipe_compiler.language.printer import format_recipe
@@ -187,7 +188,7 @@ def random_search(family: Path, work: Path, seed: int, budget: int,
     space_key = hashlib.sha256("".join(
         line for line in space.read_text().splitlines(keepends=True)
         if line.split("=")[0].strip() not in fitness_keys).encode()
-        + tasks_sha(family).encode()).hexdigest()[:12]
+        + tasks.encode()).hexdigest()[:12]
     cache_path = work / f"random-{seed}-rung0-{space_key}.json"
     names = {t.name for t in (*ev.tasks, *ev.texts)}
     cached = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
@@ -465,7 +466,7 @@ def main() -> None:
                    + f"tasks {tasks}")
             row = saved(work, "random", seed, key, a)
             if row is None:
-                best, cost = random_search(family, work, seed, budget, a)
+                best, cost = random_search(family, work, seed, budget, a, tasks)
                 row = (scores({RANDOM: best}, family, a.threads)[RANDOM] | cost
                        | {"seed": seed, "threads": a.threads})
                 save(work, "random", seed, key, row)
