@@ -44,9 +44,10 @@ def main() -> None:
     torch.set_num_threads(1)
     recipe = a.work / "search-0.tr"
     val_dir = str(a.family / "tasks" / "val")
-    p = prepare(recipe, {})
-    select = make_evaluator(prepare(recipe, {"tasks": (val_dir,), "limit": 50, "min_limit": 50,
-                                             "holdout": False, "final_limit": None}))
+    p = prepare(recipe, {"tasks": (val_dir,), "limit": 50, "min_limit": 50, "holdout": False,
+                         "final_limit": None})
+    select = make_evaluator(p)
+    # the dense models' references on the same 50 items a task, as the search's own are
     use_references(select, p.space, select.scores_many)
     same = {"metric": "acc", "holdout": False, "final_limit": None}
     val = make_evaluator(prepare(recipe, {"tasks": (val_dir,), "limit": 100, "min_limit": 50}
