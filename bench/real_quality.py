@@ -69,12 +69,19 @@ def models_block(family: Path) -> str:
     return "\n".join(f'model {m} = "{family / m}"' for m in MODELS)
 
 
+# settings only the genetic search reads: random search's recipe (and the key its saved row
+# is found by) leaves them out, so that its row stands for any of them
+GA_ONLY = ("generations", "local_search", "greedy_start", "warm_start", "tune_weights",
+           "elite", "crossover", "mutation")
+
+
 def search_recipe(family: Path, seed: int, a: argparse.Namespace, warm: bool = True) -> str:
     """recipes/base.tr's search, on this family (25 then 50 validation items per task by
     successive halving, the 8 finalists judged on the 50 the search never read: `holdout`),
     scoring an item by the probability on its right choice, perplexity up to 2.2 times the
     base's free (both chosen on validation: bench/real_choice.py, docs/results.md), with
-    any `--setting KEY=VALUE` replacing or adding a setting."""
+    any `--setting KEY=VALUE` replacing or adding a setting; `warm=False`: random search's,
+    without the settings only the genetic search reads."""
     settings = {
         "remove": "25%", "tasks": f'"{family / "tasks" / "val"}"',
         "population": a.population, "generations": a.generations, "limit": 50,
@@ -82,12 +89,12 @@ def search_recipe(family: Path, seed: int, a: argparse.Namespace, warm: bool = T
         "methods": "[task_arithmetic]", "weight_range": "[0.0, 1.0]",
         "min_task_retention": "80%", "ppl_weight": 0.5, "finalists": 8,
         "local_search": a.local_search, "max_memory": '"1GB"', "holdout": "true"}
-    if not warm:
-        settings["warm_start"] = 0
-    # after warm_start: where --setting put them when the committed rows were saved (a
-    # saved row is found by this text)
+    # where --setting put them when the committed rows were saved (a saved row is found by
+    # this text)
     settings |= {"ppl_tolerance": 2.2, "metric": "prob"}
     settings |= dict(kv.split("=", 1) for kv in getattr(a, "setting", None) or [])
+    if not warm:
+        settings = {k: v for k, v in settings.items() if k not in GA_ONLY}
     body = "".join(f"  {k} = {v}\n" for k, v in settings.items())
     return f"{models_block(family)}\nslot 0..30 = ?\nsearch {{\n{body}}}\n"
 

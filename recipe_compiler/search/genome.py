@@ -151,6 +151,13 @@ def genome_from_drops(space: SearchSpace, drops: set[int], rng: random.Random,
     `source=MERGED`, every kept open slot merges all candidates at weight 0.5 each (within
     `weight_range`), the usual task-arithmetic merge: what a mergekit user's merge, then
     pruned, would be; `source=merged(w)`, at weight w each."""
+    return repair(space, with_drops(space, drops, source), rng)
+
+
+def with_drops(space: SearchSpace, drops: set[int] | frozenset[int],
+               source: str | None = None) -> Genome:
+    """`genome_from_drops` before the repair: these slots dropped (those the slot allows),
+    every other kept, whatever the size target (the greedy pruner's steps)."""
     weight = merge_weight(source)
     if weight is not None:
         sources = space.candidates
@@ -170,7 +177,7 @@ def genome_from_drops(space: SearchSpace, drops: set[int], rng: random.Random,
             pick = next((i for i in fits if sources and isinstance(slot.options[i], Take)
                          and slot.options[i].model == sources[0]), fits[0] if fits else 0)
             genes.append(Gene(choice=pick))
-    return repair(space, genes, rng)
+    return genes
 
 
 def kept_count(space: SearchSpace, genome: Genome) -> int:

@@ -115,7 +115,8 @@ class Search:
         seeds = list(dict.fromkeys(  # a repeated seed (same drops, same model) once
             (frozenset(w.drops), m) for w in self.warm for m in (w.sources or models)
             if m in models or (merged and merge_weight(m) is not None)))
-        n_warm = min(len(seeds), int(round(s.population * s.warm_start)))
+        n_warm = min(len(seeds), max(int(round(s.population * s.warm_start)),
+                                     int(s.greedy_start)))  # the greedy's, whatever the share
         pop = [self._new(genome_from_drops(self.space, set(drops), random, m))
                for drops, m in seeds[:n_warm]]
         while len(pop) < s.population:
@@ -146,6 +147,17 @@ class Search:
             params = self.space.params(kept_count(self.space, list(ind)))
             ind.fitness.values = (value, float(params)) if self.multi else (value,)
 
+    def _greedy(self) -> dict:
+        """`greedy_start`: the greedy pruner's answer leads the warm starts; what generation
+        0's history record tells of it."""
+        from recipe_compiler.search.greedy import greedy_start
+
+        warm, label, path = greedy_start(self)
+        self.warm.insert(0, warm)
+        return {"greedy": {"start": label, "drops": sorted(warm.drops),
+                           "evaluations": self.evaluations,
+                           "path": [step.to_json() for step in path]}}
+
     def _rungs(self) -> tuple[int, ...]:
         return rungs(self.settings)
 
@@ -156,12 +168,13 @@ class Search:
         state = self._load() if resume else None
         if state is None:
             random.seed(s.seed)
+            start = time.perf_counter()
+            greedy = self._greedy() if s.greedy_start else {}
             pop = self.initial_population()
             hof = tools.ParetoFront() if self.multi else tools.HallOfFame(max(1, s.elite))
-            start = time.perf_counter()
             self.evaluate(pop)
             hof.update(pop)
-            self._record(0, pop, hof, start)
+            self._record(0, pop, hof, start, greedy)
             first = 1
         else:
             pop, hof, first = state
@@ -210,7 +223,7 @@ class Search:
         c.fitness.values, c.scores, c.rung = ind.fitness.values, dict(ind.scores), ind.rung
         return c
 
-    def _record(self, gen: int, pop, hof, start: float) -> None:
+    def _record(self, gen: int, pop, hof, start: float, extra: dict | None = None) -> None:
         seconds = time.perf_counter() - start
         values = [i.fitness.values[0] for i in pop]
         best = max(pop, key=lambda i: i.fitness.values[0])
@@ -218,7 +231,8 @@ class Search:
         new = evals - (self.history[-1]["evaluations"] if self.history else 0)
         record = Generation(gen, best.fitness.values[0], sum(values) / len(values), evals,
                             seconds, new / seconds if seconds else 0.0, dict(best.scores),
-                            decode(self.space, list(best)), self.extra_stats())
+                            decode(self.space, list(best)),
+                            {**self.extra_stats(), **(extra or {})})
         self.history.append(record.to_json())
         self._save(gen, pop, hof)
         if self.on_generation is not None:

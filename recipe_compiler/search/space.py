@@ -50,6 +50,9 @@ class Settings:
     objectives: tuple[str, ...] = ("score",)
     warm_start: float = 0.5  # share of generation 0 seeded from pruning heuristics
     warm_merge: bool = True  # also seed with the heuristics applied to all candidates merged
+    # before generation 0, prune the best dense start one layer at a time by this fitness
+    # (search/greedy.py); its end point seeds generation 0 first
+    greedy_start: bool = False
     elite: int = 2
     crossover: float = 0.6
     mutation: float = 0.8  # chance a child mutates (then ~2 of its genes change)
@@ -284,7 +287,7 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
         v = _number(s, diags, low=FLOAT_LOWS[key])
         if v is not None:
             values[key] = float(v)
-    elif key in ("warm_merge", "holdout"):
+    elif key in ("warm_merge", "holdout", "greedy_start"):
         if isinstance(s.value, bool):
             values[key] = s.value
         else:

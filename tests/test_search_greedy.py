@@ -1,0 +1,97 @@
+"""`greedy_start`: the search prunes its best dense start one layer at a time by its own
+fitness before generation 0, and that end point leads generation 0."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from recipe_compiler.cli import main
+from recipe_compiler.language.recipe import Drop, Merge, Take
+from recipe_compiler.search import prepare
+from recipe_compiler.search.genome import decode, genome_from_drops, merged
+from recipe_compiler.search.greedy import greedy_start, starts
+from recipe_compiler.search.run import Search
+from tests.test_evolve import SEARCH, write_recipe
+
+# what a removal costs the fake fitness; slot 5 is cheap only once slot 4 is gone, so a
+# greedy that did not re-score after each removal would take 9 instead
+COST = {0: 9, 1: 8, 2: 7, 3: 6, 4: 1, 5: 5, 6: 9, 7: 2, 8: 9, 9: 4.5, 10: 9, 11: 9}
+
+
+def fake_scores(recipe) -> dict[str, float]:
+    ops = recipe.ops()
+    dropped = {i for i, op in enumerate(ops) if isinstance(op, Drop)}
+    cost = sum(0.5 if i == 5 and 4 in dropped else COST[i] for i in dropped)
+    kept = [op for op in ops if not isinstance(op, Drop)]
+    # the merge at 1.0 each is the best dense start; the base the worst
+    bonus = {"merge1": 3.0, "merge": 2.0, "base": 0.0}
+    kind = ("merge1" if isinstance(kept[0], Merge) and kept[0].weights[0] == 1.0 else
+            "merge" if isinstance(kept[0], Merge) else
+            "base" if isinstance(kept[0], Take) and kept[0].model == "base" else "model")
+    return {"t": bonus.get(kind, 1.0) - cost}
+
+
+def test_greedy_drops_the_cheapest_slot_each_step_from_the_best_dense_start(tmp_path,
+                                                                             quick_zoo):
+    p = prepare(write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                             SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                             "greedy_start = true"), {})
+    calls = []
+
+    def score(recipes, rung):
+        calls.append((len(recipes), rung))
+        return [fake_scores(r) for r in recipes]
+
+    search = Search(p.space, score, lambda s: s["t"], warm=[{0, 1, 2}])
+    assert starts(p.space) == [merged(0.5), merged(1.0), "base", "math", "code", "recall",
+                               "strings"]
+    warm, label, path = greedy_start(search)
+    assert label == "the merge at 1 each" and warm.sources == (merged(1.0),)
+    # 4 first (cost 1), then 5 (0.5 once 4 is gone), then 7 (2): 25% of 12 slots
+    assert [s.slot for s in path] == [4, 5, 7] and warm.drops == {4, 5, 7}
+    assert [s.fitness for s in path] == [2.0, 1.5, -0.5]
+    # every evaluation at the search's last rung, and counted: 7 dense starts, 12 + 11 + 10
+    assert calls == [(7, 1), (12, 1), (11, 1), (10, 1)]
+    assert search.evaluations == 7 + 12 + 11 + 10
+
+
+def test_greedy_start_leads_generation_0_and_is_recorded(tmp_path, quick_zoo):
+    p = prepare(write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                             SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                             "greedy_start = true\nwarm_start = 0"), {})
+    search = Search(p.space, lambda rs, rung: [fake_scores(r) for r in rs], lambda s: s["t"])
+    random.seed(0)
+    pop, hof = search.run()
+    # with warm_start = 0 too, the greedy's end point is generation 0's first individual
+    first = search.history[0]["greedy"]
+    assert first["start"] == "the merge at 1 each" and first["drops"] == [4, 5, 7]
+    assert first["evaluations"] == 40 and [s["slot"] for s in first["path"]] == [4, 5, 7]
+    assert search.history[0]["evaluations"] > 40
+    assert hof.items[0].fitness.values[0] >= -0.5  # nothing found is worse than the greedy's
+    best = decode(p.space, list(hof.items[0]))
+    assert sum(isinstance(op, Drop) for op in best.ops()) == 3
+
+
+def test_evolve_with_greedy_start_on_the_quick_zoo(tmp_path, quick_zoo):
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                        "greedy_start = true")
+    assert main(["evolve", str(path), "-o", str(tmp_path / "run")]) == 0
+    first = json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[0])
+    greedy = first["greedy"]
+    assert len(greedy["drops"]) == 3 and len(greedy["path"]) == 3
+    # 12 + 11 + 10 removals tried, after the dense starts (merges at 0.5 and 1.0, 5 models)
+    assert greedy["evaluations"] == 7 + 33
+    p = prepare(path, {})
+    source = {"the merge at 0.5 each": merged(0.5), "the merge at 1 each": merged(1.0)}.get(
+        greedy["start"], greedy["start"])
+    assert genome_from_drops(p.space, set(greedy["drops"]), random.Random(0), source)
+
+
+def test_greedy_start_must_be_true_or_false(tmp_path, quick_zoo, capsys):
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                        "greedy_start = 2")
+    assert main(["evolve", str(path), "-o", str(tmp_path / "run")]) != 0
+    assert "search setting 'greedy_start' must be true or false" in capsys.readouterr().err
