@@ -64,6 +64,8 @@ SEARCHES = {
         "?", True, FINAL | {"metric": "prob"}),
     "GPTailor search, half the local search spent on CMA-ES merge weights": (
         "?", True, FINAL | {"local_search": 48, "tune_weights": 48}),
+    "GPTailor search, greedy start (greedy_start = true)": (
+        "?", True, FINAL | {"greedy_start": "true"}),
     "GPTailor search, no warm starts": ("?", False, FINAL),
     "GPTailor search, no merge warm starts": ("?", True, FINAL | {"warm_merge": "false"}),
     "GPTailor search, no merges (removal + selection)": (ALL_TAKES, True, FINAL),

@@ -112,7 +112,8 @@ def scores(paths: dict[str, Path], family: Path, threads: int,
     return rows
 
 
-def baselines(family: Path, work: Path, threads: int) -> dict[str, Path]:
+def baselines(family: Path, work: Path, threads: int,
+              pruners: tuple[str, ...] = PRUNERS) -> dict[str, Path]:
     paths = {f"dense {m}": family / m for m in MODELS}
     merges = {}
     for w in MERGE_WEIGHTS:
@@ -134,7 +135,7 @@ def baselines(family: Path, work: Path, threads: int) -> dict[str, Path]:
     sha["merge"] = hashlib.sha256(("".join(sha[m] for m in MODELS) + str(weight)).encode()
                                   ).hexdigest()
     text = hashlib.sha256(Path(calib).read_bytes()).hexdigest()
-    for method in PRUNERS:
+    for method in pruners:
         for name, path in (*((m, family / m) for m in MODELS), ("merge", work / "merged")):
             # these weights' choice on this calibration text
             key = hashlib.sha256((sha[name] + text).encode()).hexdigest()[:12]
@@ -151,13 +152,18 @@ def search(family: Path, work: Path, seed: int, a: argparse.Namespace) -> tuple[
     recipe.write_text(search_recipe(family, seed, a))
     start = time.perf_counter()
     resume = a.resume_searches and (work / f"run-{seed}" / "state.json").is_file()
+    greedy = getattr(a, "greedy_from", None)
+    greedy = [] if greedy is None or greedy == seed else [
+        "--greedy-from", str(work / f"run-{greedy}")]
     out = run("evolve", str(recipe), "-o", str(work / f"run-{seed}"),
-              "--resume" if resume else "--force", "--threads", str(a.threads))
+              "--resume" if resume else "--force", "--threads", str(a.threads), *greedy)
     seconds = time.perf_counter() - start
     evaluations = int(out.split(" evaluations in ")[0].rsplit(" ", 1)[1])
     cost = {"seconds": round(seconds), "evaluations": evaluations}
     if resume:  # same seed, same result; the seconds are the resumed part's alone
         cost["resumed"] = True
+    if greedy:  # the greedy's evaluations count; its seconds were seed `greedy_from`'s
+        cost["greedy_from_seed"] = a.greedy_from
     return work / f"run-{seed}" / "best.tr", cost
 
 
@@ -412,6 +418,12 @@ def main() -> None:
     ap.add_argument("--baselines-only", action="store_true",
                     help="score the baselines, print them, save them to WORK/baselines.json "
                     "(for --reuse-baselines) and stop")
+    ap.add_argument("--greedy-from", type=int, default=None, metavar="SEED",
+                    help="with greedy_start: the other seeds take the greedy's path from "
+                    "WORK/run-SEED (tailorc evolve --greedy-from; it does not depend on "
+                    "the seed), once that run has finished its generation 0")
+    ap.add_argument("--pruners", nargs="+", choices=PRUNERS, default=list(PRUNERS),
+                    help="the single-model pruners run as baselines (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-docs", action="store_true")
     a = ap.parse_args()
@@ -432,7 +444,7 @@ def main() -> None:
     elif a.rows_only:  # the seeds' rows alone: a later call brings the baselines
         rows = {}
     else:
-        paths = baselines(family, work, a.threads)
+        paths = baselines(family, work, a.threads, tuple(a.pruners))
         rows = {k: [v] for k, v in scores(paths, family, a.threads).items()}
     print(f"baselines: {round(time.perf_counter() - started)} s", flush=True)
     if a.baselines_only:

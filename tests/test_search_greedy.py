@@ -95,3 +95,34 @@ def test_greedy_start_must_be_true_or_false(tmp_path, quick_zoo, capsys):
                         "greedy_start = 2")
     assert main(["evolve", str(path), "-o", str(tmp_path / "run")]) != 0
     assert "search setting 'greedy_start' must be true or false" in capsys.readouterr().err
+
+
+def test_another_seed_takes_the_greedy_path_from_an_earlier_run(tmp_path, quick_zoo, capsys):
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                        "greedy_start = true")
+    assert main(["evolve", str(path), "-o", str(tmp_path / "a")]) == 0
+    # another seed, in another recipe file
+    other = tmp_path / "seed-4.tr"
+    other.write_text(path.read_text().replace("seed = 3", "seed = 4"))
+    assert main(["evolve", str(other), "-o", str(tmp_path / "b"),
+                 "--greedy-from", str(tmp_path / "a")]) == 0
+
+    def first(run):
+        return json.loads((tmp_path / run / "history.jsonl").read_text().splitlines()[0])
+
+    a, b = first("a"), first("b")
+    assert b["greedy"]["reused_from"] == str(tmp_path / "a")
+    assert {k: v for k, v in b["greedy"].items() if k != "reused_from"} == a["greedy"]
+    # its evaluations count in the new run's as in the first
+    assert b["evaluations"] - b["greedy"]["evaluations"] > 0
+    assert b["greedy"]["evaluations"] == 40
+    capsys.readouterr()
+    # another space (here: another population) is refused, one line, no traceback
+    assert main(["evolve", str(path), "-o", str(tmp_path / "c"), "--population", "8",
+                 "--greedy-from", str(tmp_path / "a")]) != 0
+    err = capsys.readouterr().err
+    assert "differs in its seed alone" in err and "Traceback" not in err
+    assert main(["evolve", str(path), "-o", str(tmp_path / "d"),
+                 "--greedy-from", str(tmp_path / "nowhere")]) != 0
+    assert "no such file" in capsys.readouterr().err

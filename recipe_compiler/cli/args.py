@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="turn off layer/activation/score caches (same results, slower)")
     v.add_argument("--resume", action="store_true",
                    help="continue from OUT/state.json (same seed: same result)")
+    v.add_argument("--greedy-from", type=Path, default=None, metavar="RUN",
+                   help="with greedy_start: take the greedy's path from RUN, an earlier run "
+                        "of the same recipe and settings with another seed (the path does "
+                        "not depend on the seed; its evaluations count here too)")
     v.add_argument("--force", action="store_true",
                    help="start afresh even if OUT holds an earlier run")
 

@@ -52,7 +52,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
                             device=pick_device(args.device), threads=threads,
                             caches=not args.no_cache, resume=args.resume,
                             recipe_path=args.recipe, overrides=overrides,
-                            on_generation=progress.on_generation, ray_address=args.ray)
+                            on_generation=progress.on_generation, ray_address=args.ray,
+                            greedy_from=args.greedy_from)
         except EvolveError as exc:
             raise UserError(str(exc)) from None
     err.print()

@@ -18,11 +18,18 @@ search's fitness (accuracy, floor, perplexity term) rather than by perplexity al
 On the real family (30 slots, 25% removed) that is 8 removals and 212 evaluations at 50
 items a task, beside about 600 for the genetic search: the probe `bench/real_greedy.py`
 found its end point at 50.0 on test against 45.1 for block influence on the merge.
+
+Nothing here is random, so the path does not depend on the seed: a run with another seed
+may take it from an earlier run's generation-0 record (`tailorc evolve --greedy-from RUN`,
+`reused`), provided the two runs' spaces and settings differ in the seed alone; the
+evaluations it cost count in the new run's as they did in the first.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from recipe_compiler.search.genome import (
     WarmStart,
@@ -82,3 +89,41 @@ def greedy_start(search) -> tuple[WarmStart, str, list[Step]]:
     weight = merge_weight(source)
     label = source if weight is None else f"the merge at {weight:g} each"
     return WarmStart(f"greedy on {label}", frozenset(drops), (source,)), label, path
+
+
+def source_of(label: str) -> str:
+    """The `with_drops` source a record's `start` label names."""
+    m = re.fullmatch(r"the merge at (.+) each", label)
+    return merged(float(m.group(1))) if m else label
+
+
+def _seedless(fingerprint: str) -> str:
+    """A run's fingerprint with its seed (and the recipe file's name) left out."""
+    fingerprint = re.sub(r"\bfile='(?:[^'\\]|\\.)*'", "file=F", fingerprint)
+    fingerprint = re.sub(r"\bpath='(?:[^'\\]|\\.)*', settings_spans=", "path=F, settings_spans=",
+                         fingerprint)  # the recipe's own path (a model's path stays)
+    fingerprint = re.sub(r"(key='seed', value=)\d+", r"\1S", fingerprint)
+    return re.sub(r"\bseed=\d+", "seed=S", fingerprint)
+
+
+def reused(run_dir: Path, fingerprint: str) -> dict:
+    """An earlier run's greedy record (generation 0's `greedy`), checked to come from the
+    same space and settings but for the seed; `ValueError` with a one-line reason."""
+    from recipe_compiler.search.run import StateError, _read_state
+
+    path = Path(run_dir) / "state.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (--greedy-from needs a run that has finished "
+                         "generation 0)")
+    try:
+        state = _read_state(str(path))
+    except StateError as exc:
+        raise ValueError(str(exc)) from None
+    history = state.get("history") or [{}]
+    record = history[0].get("greedy") if isinstance(history[0], dict) else None
+    if not isinstance(record, dict) or not {"start", "drops", "evaluations"} <= set(record):
+        raise ValueError(f"{path}: that run did not use greedy_start")
+    if _seedless(str(state.get("fingerprint"))) != _seedless(fingerprint):
+        raise ValueError(f"{path}: saved by another recipe or settings; --greedy-from needs a "
+                         "run of the same space that differs in its seed alone")
+    return record

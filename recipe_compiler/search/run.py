@@ -82,7 +82,8 @@ class Search:
                  state_path: str | None = None,
                  on_generation: Callable[[Generation], None] | None = None,
                  extra_stats: Callable[[], dict] | None = None,
-                 task_sizes: dict[str, int] | None = None):
+                 task_sizes: dict[str, int] | None = None,
+                 greedy_from: str | None = None):
         self.space, self.score, self.fitness_of = space, score, fitness
         self.task_sizes = task_sizes or {}  # items per scored task (the finish's holdout)
         self.settings = space.settings
@@ -96,6 +97,7 @@ class Search:
         self.extra_stats = extra_stats or dict
         self.history: list[dict] = []  # history.jsonl records, restored on resume
         self.evaluations = 0
+        self.greedy_from = greedy_from  # a run whose greedy path this one takes
 
     # --- individuals -----------------------------------------------------------------
 
@@ -150,8 +152,18 @@ class Search:
     def _greedy(self) -> dict:
         """`greedy_start`: the greedy pruner's answer leads the warm starts; what generation
         0's history record tells of it."""
-        from recipe_compiler.search.greedy import greedy_start
+        from recipe_compiler.search.greedy import greedy_start, reused, source_of
 
+        if self.greedy_from is not None:
+            try:
+                record = reused(self.greedy_from, self.fingerprint())
+            except ValueError as exc:
+                raise StateError(str(exc)) from None
+            label = record["start"]
+            self.warm.insert(0, WarmStart(f"greedy on {label}", frozenset(record["drops"]),
+                                          (source_of(label),)))
+            self.evaluations += record["evaluations"]
+            return {"greedy": record | {"reused_from": str(self.greedy_from)}}
         warm, label, path = greedy_start(self)
         self.warm.insert(0, warm)
         return {"greedy": {"start": label, "drops": sorted(warm.drops),
@@ -166,6 +178,8 @@ class Search:
     def run(self, *, resume: bool = False):
         s = self.settings
         state = self._load() if resume else None
+        if self.greedy_from is not None and not s.greedy_start:
+            raise StateError("--greedy-from needs greedy_start = true in the search block")
         if state is None:
             random.seed(s.seed)
             start = time.perf_counter()

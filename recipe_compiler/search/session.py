@@ -226,7 +226,8 @@ def _max_length(config) -> int:
 def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
            device: str = "cpu", threads: int | None = None, caches: bool = True,
            resume: bool = False, recipe_path: Path | None = None, overrides: dict | None = None,
-           on_generation: Callable | None = None, ray_address: str | None = None):
+           on_generation: Callable | None = None, ray_address: str | None = None,
+           greedy_from: Path | None = None):
     """Run the search; write the run directory; return (best, pareto front, history)."""
     from recipe_compiler.search.refine import finish
     from recipe_compiler.search.report import write_outputs
@@ -240,7 +241,8 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
     search = Search(p.space, score_map, evaluator.fitness, warm=heuristics,
                     state_path=str(run_dir / "state.json"), on_generation=on_generation,
                     extra_stats=lambda: _cache_stats(evaluator, score_map),
-                    task_sizes={t.name: len(t.items) for t in evaluator.tasks})
+                    task_sizes={t.name: len(t.items) for t in evaluator.tasks},
+                    greedy_from=str(greedy_from) if greedy_from else None)
     try:
         use_references(evaluator, p.space, score_map)
         pop, hof = search.run(resume=resume)
