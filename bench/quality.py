@@ -238,14 +238,19 @@ def random_row(b: Bench, seed: int, budget: int) -> dict:
     return finish(best, fitness, used, time.perf_counter() - start, b, where)
 
 
-def seed_rows(b: Bench, seed: int, on_row, only: list[str]) -> dict[str, dict]:
+def seed_rows(b: Bench, seed: int, on_row, only: list[str],
+              reported: bool = True) -> dict[str, dict]:
+    """`reported`: with `only`, run the reported configuration too (random search needs
+    its evaluations; without random search, --keep-earlier can keep its earlier row)."""
     rows: dict[str, dict] = {}
+    random_too = not only or any(o in RANDOM for o in only)
     for k, (label, (op, warm, extra)) in enumerate(SEARCHES.items()):
-        if only and not any(o in label for o in only) and label != SEARCH:
+        if only and not any(o in label for o in only) and not (
+                label == SEARCH and (reported or random_too)):
             continue
         rows[label] = search_row(op, warm, b, seed, f"search{k}", extra)
         on_row(f"{label} (seed {seed})", rows[label])
-    if not only or any(o in RANDOM for o in only):
+    if random_too:
         rows[RANDOM] = random_row(b, seed, rows[SEARCH]["evaluations"])
         on_row(f"{RANDOM} (seed {seed})", rows[RANDOM])
     return rows
@@ -425,7 +430,9 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--keep-earlier", action="store_true",
                     help="with --reuse and --only: also keep the seeded rows not run now from "
                     "that file (marked † in the tables), e.g. to re-measure the reported "
-                    "configuration alone after a change that leaves the others be")
+                    "configuration alone after a change that leaves the others be; the "
+                    "reported configuration then runs only if --only names it (or random "
+                    "search)")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="measure nothing: print (and with --write-docs, write) the table of "
                     "a results.json this script wrote")
@@ -505,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runs = {label: [row] for label, row in fixed_rows(b, on_row).items()}
     for seed in args.seeds:
-        for label, row in seed_rows(b, seed, on_row, args.only).items():
+        for label, row in seed_rows(b, seed, on_row, args.only,
+                                    reported=not (args.reuse and args.keep_earlier)).items():
             runs.setdefault(label, []).append(row | {"seed": seed})
     earlier = []
     if args.reuse is not None and args.keep_earlier:
