@@ -426,6 +426,11 @@ def main() -> None:
                     help="the single-model pruners run as baselines (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--docs-block", default="real-results", metavar="NAME",
+                    help="with --write-docs: the docs/results.md block written (default "
+                    "real-results; another must have its markers there already)")
+    ap.add_argument("--raw", type=Path, default=ROOT / "docs" / "results_real.json",
+                    metavar="JSON", help="with --write-docs: where the raw rows go")
     a = ap.parse_args()
     if a.random_only and not a.random_budget:
         ap.error("--random-only needs --random-budget (no search row to take it from)")
@@ -508,7 +513,7 @@ def main() -> None:
                "settings": a.setting or [],
                "generations": a.generations, "local_search": a.local_search,
                "seconds": total, "rows": rows}
-        (ROOT / "docs" / "results_real.json").write_text(json.dumps(raw, indent=2) + "\n")
+        a.raw.write_text(json.dumps(raw, indent=2) + "\n")
         from _docs import write_block
 
         seeds = " ".join(map(str, a.seeds))
@@ -526,15 +531,23 @@ def main() -> None:
             took = f"the whole run took {total} s on 2 cores"
         if a.reuse_baselines:
             extra += " --reuse-baselines " + str(a.reuse_baselines)
+        if a.generations != ap.get_default("generations"):
+            extra += f" --generations {a.generations}"
+        if a.greedy_from is not None:
+            extra += f" --greedy-from {a.greedy_from}"
+        if a.no_random:
+            extra += " --no-random"
+        if a.docs_block != "real-results":
+            extra += f" --docs-block {a.docs_block} --raw {a.raw.relative_to(ROOT)}"
         block = (f"Written by `python bench/real_quality.py --family FAMILY "
                  f"--seeds {seeds}{extra} --write-docs` (SmolLM2-135M-Instruct family, 25% of "
                  f"its 30 layers removed, test split, mean ± sd over seeds; search: "
                  f"population {a.population}, {a.generations} generations, local search "
                  f"{a.local_search}; random search: as many "
                  f"evaluations; {took}; raw numbers in "
-                 f"`docs/results_real.json`).\n\n{text}")
-        write_block(ROOT / "docs" / "results.md", "real-results", block,
-                    heading="## The real family")
+                 f"`{a.raw.resolve().relative_to(ROOT)}`).\n\n{text}")
+        write_block(ROOT / "docs" / "results.md", a.docs_block, block,
+                    heading="## The real family" if a.docs_block == "real-results" else None)
 
 
 if __name__ == "__main__":
