@@ -538,7 +538,8 @@ def main() -> None:
         if a.no_random:
             extra += " --no-random"
         if a.docs_block != "real-results":
-            extra += f" --docs-block {a.docs_block} --raw {a.raw.relative_to(ROOT)}"
+            extra += (f" --docs-block {a.docs_block} --raw "
+                      f"{a.raw.resolve().relative_to(ROOT)}")
         block = (f"Written by `python bench/real_quality.py --family FAMILY "
                  f"--seeds {seeds}{extra} --write-docs` (SmolLM2-135M-Instruct family, 25% of "
                  f"its 30 layers removed, test split, mean ± sd over seeds; search: "
