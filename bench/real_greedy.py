@@ -40,12 +40,21 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--by", choices=("fitness", "mean"), default="fitness")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--ppl-weight", type=float, default=None,
+                    help="the fitness's ppl_weight (default: the recipe's)")
+    ap.add_argument("--max-memory", default=None, metavar="SIZE",
+                    help="the evaluator's memory budget, e.g. 3GB (default: the recipe's)")
     a = ap.parse_args()
+    from recipe_compiler.search.space import parse_size
+
+    more = {k: v for k, v in (("ppl_weight", a.ppl_weight),
+                              ("max_memory", a.max_memory and parse_size(a.max_memory)))
+            if v is not None}
     torch.set_num_threads(1)
     recipe = a.work / "search-0.tr"
     val_dir = str(a.family / "tasks" / "val")
     p = prepare(recipe, {"tasks": (val_dir,), "limit": 50, "min_limit": 50, "holdout": False,
-                         "final_limit": None})
+                         "final_limit": None} | more)
     select = make_evaluator(p)
     # the dense models' references on the same 50 items a task, as the search's own are
     use_references(select, p.space, select.scores_many)
