@@ -46,11 +46,14 @@ def test_greedy_drops_the_cheapest_slot_each_step_from_the_best_dense_start(tmp_
     search = Search(p.space, score, lambda s: s["t"], warm=[{0, 1, 2}])
     assert starts(p.space) == [merged(0.5), merged(1.0), "base", "math", "code", "recall",
                                "strings"]
-    warm, label, path = greedy_start(search)
+    warm, record = greedy_start(search)
+    label, path = record["start"], record["path"]
     assert label == "the merge at 1 each" and warm.sources == (merged(1.0),)
+    assert record["source"] == merged(1.0)
     # 4 first (cost 1), then 5 (0.5 once 4 is gone), then 7 (2): 25% of 12 slots
-    assert [s.slot for s in path] == [4, 5, 7] and warm.drops == {4, 5, 7}
-    assert [s.fitness for s in path] == [2.0, 1.5, -0.5]
+    assert [s["slot"] for s in path] == [4, 5, 7] and warm.drops == {4, 5, 7}
+    assert [s["fitness"] for s in path] == [2.0, 1.5, -0.5]
+    assert record["evaluations"] == 7 + 12 + 11 + 10
     # every evaluation at the search's last rung, and counted: 7 dense starts, 12 + 11 + 10
     assert calls == [(7, 1), (12, 1), (11, 1), (10, 1)]
     assert search.evaluations == 7 + 12 + 11 + 10

@@ -121,6 +121,13 @@ def merge_seeds(space: SearchSpace) -> bool:
             and any(sl.options is None for sl in space.slots))
 
 
+def merge_start_weights(space: SearchSpace) -> list[float]:
+    """The weights generation 0's merges of every candidate use: 0.5 and 1.0 each, within
+    `weight_range` (one when they clip to the same)."""
+    lo, hi = space.settings.weight_range
+    return list(dict.fromkeys(max(lo, min(hi, w)) for w in (0.5, 1.0)))
+
+
 def merged(weight: float) -> str:
     """genome_from_drops' source for every candidate merged at `weight` each."""
     return MERGED if weight == 0.5 else f"{MERGED}{weight:g}"

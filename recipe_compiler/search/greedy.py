@@ -36,6 +36,7 @@ from recipe_compiler.search.genome import (
     decode,
     kept_count,
     merge_seeds,
+    merge_start_weights,
     merge_weight,
     merged,
     with_drops,
@@ -57,16 +58,15 @@ class Step:
 
 def starts(space) -> list[str]:
     """The dense starts tried, as `with_drops` sources: merges first, then the models."""
-    out = []
-    if merge_seeds(space):
-        lo, hi = space.settings.weight_range
-        out += [merged(w) for w in dict.fromkeys(max(lo, min(hi, w)) for w in (0.5, 1.0))]
+    out = [merged(w) for w in merge_start_weights(space)] if merge_seeds(space) else []
     return out + [space.base, *space.candidates]
 
 
-def greedy_start(search) -> tuple[WarmStart, str, list[Step]]:
-    """(the warm start, the dense start's label, the path); see the module docstring."""
+def greedy_start(search) -> tuple[WarmStart, dict]:
+    """(the warm start, generation 0's record of it: start, source, drops, evaluations,
+    path); see the module docstring."""
     space, rung = search.space, len(rungs(search.settings)) - 1
+    before = search.evaluations
 
     def fitness_of(genomes: list) -> list[float]:
         results = search.score([decode(space, g) for g in genomes], rung)
@@ -88,13 +88,16 @@ def greedy_start(search) -> tuple[WarmStart, str, list[Step]]:
         path.append(Step(left[k], values[k], len(left)))
     weight = merge_weight(source)
     label = source if weight is None else f"the merge at {weight:g} each"
-    return WarmStart(f"greedy on {label}", frozenset(drops), (source,)), label, path
+    record = {"start": label, "source": source, "drops": sorted(drops),
+              "evaluations": search.evaluations - before,
+              "path": [step.to_json() for step in path]}
+    return warm_start(record), record
 
 
-def source_of(label: str) -> str:
-    """The `with_drops` source a record's `start` label names."""
-    m = re.fullmatch(r"the merge at (.+) each", label)
-    return merged(float(m.group(1))) if m else label
+def warm_start(record: dict) -> WarmStart:
+    """The warm start a greedy record (this run's or an earlier one's) stands for."""
+    return WarmStart(f"greedy on {record['start']}", frozenset(record["drops"]),
+                     (record["source"],))
 
 
 def _seedless(fingerprint: str) -> str:
@@ -121,7 +124,8 @@ def reused(run_dir: Path, fingerprint: str) -> dict:
         raise ValueError(str(exc)) from None
     history = state.get("history") or [{}]
     record = history[0].get("greedy") if isinstance(history[0], dict) else None
-    if not isinstance(record, dict) or not {"start", "drops", "evaluations"} <= set(record):
+    if not isinstance(record, dict) or not {"start", "source", "drops",
+                                                       "evaluations"} <= set(record):
         raise ValueError(f"{path}: that run did not use greedy_start")
     if _seedless(str(state.get("fingerprint"))) != _seedless(fingerprint):
         raise ValueError(f"{path}: saved by another recipe or settings; --greedy-from needs a "

@@ -152,23 +152,19 @@ class Search:
     def _greedy(self) -> dict:
         """`greedy_start`: the greedy pruner's answer leads the warm starts; what generation
         0's history record tells of it."""
-        from recipe_compiler.search.greedy import greedy_start, reused, source_of
+        from recipe_compiler.search.greedy import greedy_start, reused, warm_start
 
         if self.greedy_from is not None:
             try:
                 record = reused(self.greedy_from, self.fingerprint())
             except ValueError as exc:
                 raise StateError(str(exc)) from None
-            label = record["start"]
-            self.warm.insert(0, WarmStart(f"greedy on {label}", frozenset(record["drops"]),
-                                          (source_of(label),)))
+            self.warm.insert(0, warm_start(record))
             self.evaluations += record["evaluations"]
             return {"greedy": record | {"reused_from": str(self.greedy_from)}}
-        warm, label, path = greedy_start(self)
+        warm, record = greedy_start(self)
         self.warm.insert(0, warm)
-        return {"greedy": {"start": label, "drops": sorted(warm.drops),
-                           "evaluations": self.evaluations,
-                           "path": [step.to_json() for step in path]}}
+        return {"greedy": record}
 
     def _rungs(self) -> tuple[int, ...]:
         return rungs(self.settings)

@@ -19,7 +19,7 @@ from recipe_compiler.compiler.parts import search_refusals
 from recipe_compiler.language.recipe import Recipe
 from recipe_compiler.language.source import Diagnostic, RecipeError, first_line
 from recipe_compiler.models.index import Models
-from recipe_compiler.search.genome import WarmStart, merge_seeds, merged
+from recipe_compiler.search.genome import WarmStart, merge_seeds, merge_start_weights, merged
 from recipe_compiler.search.space import SearchSpace, build_space, read_settings, rungs, task_files
 
 
@@ -197,11 +197,10 @@ def warm_starts(evaluator, space: SearchSpace, samples: int = 32,
         with evaluator.dense_model(name) as model:
             add(WarmStart(f"ppl on {name}", drops("ppl", model, "ppl"), (name,)))
     if merge_seeds(space):
-        lo, hi = space.settings.weight_range
         method = space.settings.methods[0]
         on_merges: dict[str, list[WarmStart]] = {"ppl": [], "block-influence": [],
                                                  "angular": []}
-        for weight in dict.fromkeys(max(lo, min(hi, w)) for w in (0.5, 1.0)):
+        for weight in merge_start_weights(space):
             with evaluator.merged_model(space.candidates, weight, method) as model:
                 for pruner, found in on_merges.items():
                     found.append(WarmStart(
