@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 from recipe_compiler.cli import main
 from recipe_compiler.language.recipe import Drop, Merge, Take
@@ -76,14 +77,33 @@ def test_greedy_start_leads_generation_0_and_is_recorded(tmp_path, quick_zoo):
     assert sum(isinstance(op, Drop) for op in best.ops()) == 3
 
 
-def test_evolve_with_greedy_start_on_the_quick_zoo(tmp_path, quick_zoo):
+def test_evolve_with_greedy_start_on_the_quick_zoo(tmp_path, quick_zoo, capsys):
     path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
                         SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
-                        "greedy_start = true")
+                        "greedy_start = true\nlocal_search = 6\nfinal_limit = 48")
     assert main(["evolve", str(path), "-o", str(tmp_path / "run")]) == 0
     first = json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[0])
     greedy = first["greedy"]
     assert len(greedy["drops"]) == 3 and len(greedy["path"]) == 3
+    # the greedy and the finish are not silent: a line per removal, per local-search round
+    lines = [line.strip() for line in capsys.readouterr().err.splitlines()]
+    said = [line.rsplit(" [", 1)[0] for line in lines
+            if line.startswith(("greedy start:", "local search:", "finish:"))]
+    assert said[0] == "greedy start: scoring 7 dense starts"
+    assert said[1].startswith(f"greedy start: {greedy['start']} (fitness ")
+    assert said[1].endswith("removing 3 slot(s) one at a time")
+    assert [line.split(" (")[0] for line in said[2:5]] == [
+        f"greedy start: removed slot {s['slot']}" for s in greedy["path"]]
+    assert said[2].startswith(f"greedy start: removed slot {greedy['path'][0]['slot']} "
+                              f"(1 of 3, fitness {greedy['path'][0]['fitness']:.4f}, 12 "
+                              "evaluations)")
+    assert said[5].startswith("finish: ") and "on 48 items per task" in said[5]
+    assert said[6].startswith("local search: 6 of 6 evaluations, best fitness ")
+    assert said[7] == "finish: the winner confirmed on the final items"
+    # the generation rows come after the greedy's lines, the finish's after the last row
+    rows = [i for i, line in enumerate(lines) if re.match(r"\d+ +-?\d", line)]
+    at = [next(i for i, line in enumerate(lines) if line.startswith(x)) for x in said]
+    assert len(rows) == 3 and max(at[:5]) < rows[0] and rows[-1] < min(at[5:])
     # 12 + 11 + 10 removals tried, after the dense starts (merges at 0.5 and 1.0, 5 models)
     assert greedy["evaluations"] == 7 + 33
     p = prepare(path, {})
@@ -108,8 +128,10 @@ def test_another_seed_takes_the_greedy_path_from_an_earlier_run(tmp_path, quick_
     # another seed, in another recipe file
     other = tmp_path / "seed-4.tr"
     other.write_text(path.read_text().replace("seed = 3", "seed = 4"))
+    capsys.readouterr()
     assert main(["evolve", str(other), "-o", str(tmp_path / "b"),
                  "--greedy-from", str(tmp_path / "a")]) == 0
+    assert f"greedy start: the path of {tmp_path / 'a'} (" in capsys.readouterr().err
 
     def first(run):
         return json.loads((tmp_path / run / "history.jsonl").read_text().splitlines()[0])

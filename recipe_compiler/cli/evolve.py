@@ -53,7 +53,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
                             caches=not args.no_cache, resume=args.resume,
                             recipe_path=args.recipe, overrides=overrides,
                             on_generation=progress.on_generation, ray_address=args.ray,
-                            greedy_from=args.greedy_from)
+                            greedy_from=args.greedy_from, on_status=progress.on_status)
         except EvolveError as exc:
             raise UserError(str(exc)) from None
     err.print()

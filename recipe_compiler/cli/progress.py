@@ -1,8 +1,10 @@
 """Progress of long commands on the terminal (the consoles are `console.py`'s).
 
-Consumes: a rich `Console` and per-step records (here: the search's `Generation`s).
-Produces: one plain line per finished generation — above a live status line on a terminal,
-as flushed lines elsewhere (a log file, CI, `nohup`) so that a long search is never silent.
+Consumes: a rich `Console` and per-step records (here: the search's `Generation`s, and its
+status lines on the work between them: the greedy start's removals, the finish).
+Produces: one plain line per finished generation or status — above a live status line on a
+terminal, as flushed lines elsewhere (a log file, CI, `nohup`) so that a long search is
+never silent.
 
 The time left is the mean time of the generations after the first, times the generations
 still to run: generation 0 scores the whole population (and warms caches) while later ones
@@ -37,6 +39,7 @@ class EvolveProgress:
         self.later: list[float] = []  # durations of generations after the first
         self.live: Live | None = None
         self.done = 0
+        self.phase = ""  # the last on_status line, cleared by the next generation
 
     def __enter__(self) -> EvolveProgress:
         self.console.print(self.title, markup=False)
@@ -57,7 +60,7 @@ class EvolveProgress:
         return sum(self.later) / len(self.later) * (self.generations + 1 - self.done)
 
     def on_generation(self, g) -> None:
-        self.done = g.generation + 1
+        self.done, self.phase = g.generation + 1, ""
         if g.generation > 0:
             self.later.append(g.seconds)
         hit = g.extra.get("cache_hit_rate")
@@ -69,8 +72,19 @@ class EvolveProgress:
         if self.live is None:
             self.console.file.flush()
 
+    def on_status(self, message: str) -> None:
+        """A line on work outside the generations (the greedy start, the finish): printed
+        between the generation rows, and shown on the live line until the next one."""
+        self.phase = message
+        elapsed = time.perf_counter() - self.started
+        self.console.print(f"     {message} [{_duration(elapsed)}]", markup=False,
+                           highlight=False)
+        if self.live is None:
+            self.console.file.flush()
+
     def __rich__(self) -> Text:
         """The live status line, recomputed at each refresh so the clock keeps moving."""
         elapsed = time.perf_counter() - self.started
-        return Text(f"{self.done} of {self.generations + 1} generations done; "
+        phase = f"{self.phase}; " if self.phase else ""
+        return Text(f"{phase}{self.done} of {self.generations + 1} generations done; "
                     f"{_duration(elapsed)} elapsed, about {_duration(self.left())} left")

@@ -74,8 +74,15 @@ def greedy_start(search) -> tuple[WarmStart, dict]:
         return [search.fitness_of(r) for r in results]
 
     sources = starts(space)
+    search.status(f"greedy start: scoring {len(sources)} dense starts")
     dense = fitness_of([with_drops(space, set(), s) for s in sources])
-    source = sources[max(range(len(sources)), key=lambda k: (dense[k], -k))]
+    best = max(range(len(sources)), key=lambda k: (dense[k], -k))
+    source = sources[best]
+    weight = merge_weight(source)
+    label = source if weight is None else f"the merge at {weight:g} each"
+    todo = kept_count(space, with_drops(space, set(), source)) - space.target_kept
+    search.status(f"greedy start: {label} (fitness {dense[best]:.4f}); removing {todo} "
+                  "slot(s) one at a time")
     drops: set[int] = set()
     path: list[Step] = []
     while kept_count(space, with_drops(space, drops, source)) > space.target_kept:
@@ -86,8 +93,8 @@ def greedy_start(search) -> tuple[WarmStart, dict]:
         k = max(range(len(left)), key=lambda j: (values[j], -j))
         drops.add(left[k])
         path.append(Step(left[k], values[k], len(left)))
-    weight = merge_weight(source)
-    label = source if weight is None else f"the merge at {weight:g} each"
+        search.status(f"greedy start: removed slot {left[k]} ({len(path)} of {todo}, "
+                      f"fitness {values[k]:.4f}, {len(left)} evaluations)")
     record = {"start": label, "source": source, "drops": sorted(drops),
               "evaluations": search.evaluations - before,
               "path": [step.to_json() for step in path]}

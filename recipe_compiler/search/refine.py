@@ -63,13 +63,18 @@ def finish(search, pop: list, hof, score: ScoreMap) -> tuple[object, dict[str, f
         best = max(pop + list(hof.items), key=lambda i: i.fitness.values[0])
         return best, dict(best.scores)
     final = len(all_rungs(s)) - 1
-    best = _rescore(search, _finalists(pop + list(hof.items), s.finalists), score, final)
+    finalists = _finalists(pop + list(hof.items), s.finalists)
+    if final >= len(rungs(s)):
+        search.status(f"finish: {len(finalists)} finalist(s) scored on "
+                      f"{all_rungs(s)[final]} items per task")
+    best = _rescore(search, finalists, score, final)
     if s.local_search > 0 or s.tune_weights > 0:
         start = best
         if s.local_search > 0:
             best = _local_search(search, best, s.local_search)
         if s.tune_weights > 0:
             best = _tune_weights(search, best, s.tune_weights)
+        search.status("finish: the winner confirmed on the final items")
         best = _rescore(search, [best], score, final)  # its final scores, re-used if cached
         if s.holdout and best is not start and search.fitness_of(best.final_scores) < \
                 search.fitness_of(start.final_scores):
@@ -139,6 +144,8 @@ def _local_search(search, start, budget: int):
         best = max(kids, key=lambda i: i.fitness.values[0])
         if best.fitness.values[0] > current.fitness.values[0]:
             current = best
+        search.status(f"local search: {spent} of {budget} evaluations, best fitness "
+                      f"{current.fitness.values[0]:.4f}")
     return current
 
 
@@ -204,6 +211,8 @@ def _tune_weights(search, start, budget: int):
             top = max(kids, key=lambda i: i.fitness.values[0])
             if top.fitness.values[0] > best.fitness.values[0]:
                 best = top
+            search.status(f"merge weights (CMA-ES): {spent} of {budget} evaluations, best "
+                          f"fitness {best.fitness.values[0]:.4f}")
         return best
     finally:
         np.random.set_state(saved)

@@ -83,7 +83,8 @@ class Search:
                  on_generation: Callable[[Generation], None] | None = None,
                  extra_stats: Callable[[], dict] | None = None,
                  task_sizes: dict[str, int] | None = None,
-                 greedy_from: str | None = None):
+                 greedy_from: str | None = None,
+                 on_status: Callable[[str], None] | None = None):
         self.space, self.score, self.fitness_of = space, score, fitness
         self.task_sizes = task_sizes or {}  # items per scored task (the finish's holdout)
         self.settings = space.settings
@@ -98,6 +99,13 @@ class Search:
         self.history: list[dict] = []  # history.jsonl records, restored on resume
         self.evaluations = 0
         self.greedy_from = greedy_from  # a run whose greedy path this one takes
+        # one line on work outside the generations (the greedy start, the finish), which
+        # can take as long as they do
+        self.on_status = on_status
+
+    def status(self, message: str) -> None:
+        if self.on_status is not None:
+            self.on_status(message)
 
     # --- individuals -----------------------------------------------------------------
 
@@ -161,6 +169,9 @@ class Search:
                 raise StateError(str(exc)) from None
             self.warm.insert(0, warm_start(record))
             self.evaluations += record["evaluations"]
+            self.status(f"greedy start: the path of {self.greedy_from} ({record['start']}, "
+                        f"drops {', '.join(map(str, record['drops']))}; "
+                        f"{record['evaluations']} evaluations counted)")
             return {"greedy": record | {"reused_from": str(self.greedy_from)}}
         warm, record = greedy_start(self)
         self.warm.insert(0, warm)

@@ -226,8 +226,10 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
            device: str = "cpu", threads: int | None = None, caches: bool = True,
            resume: bool = False, recipe_path: Path | None = None, overrides: dict | None = None,
            on_generation: Callable | None = None, ray_address: str | None = None,
-           greedy_from: Path | None = None):
-    """Run the search; write the run directory; return (best, pareto front, history)."""
+           greedy_from: Path | None = None, on_status: Callable[[str], None] | None = None):
+    """Run the search; write the run directory; return (best, pareto front, history).
+    `on_generation` gets each generation's record, `on_status` a line on the work between
+    them (the greedy start, the finish)."""
     from recipe_compiler.search.refine import finish
     from recipe_compiler.search.report import write_outputs
     from recipe_compiler.search.run import Search, StateError
@@ -241,9 +243,10 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
                     state_path=str(run_dir / "state.json"), on_generation=on_generation,
                     extra_stats=lambda: _cache_stats(evaluator, score_map),
                     task_sizes={t.name: len(t.items) for t in evaluator.tasks},
-                    greedy_from=str(greedy_from) if greedy_from else None)
+                    greedy_from=str(greedy_from) if greedy_from else None,
+                    on_status=on_status)
     try:
-        use_references(evaluator, p.space, score_map)
+        use_references(evaluator, p.space, score_map, search.status)
         pop, hof = search.run(resume=resume)
         best, final_scores = finish(search, pop, hof, score_map)
     except StateError as exc:  # only the saved state's problems are the user's to fix
@@ -254,13 +257,16 @@ def evolve(p: Prepared, run_dir: Path, *, command: str, workers: int = 0,
                          best=best, best_scores=final_scores)
 
 
-def use_references(evaluator, space: SearchSpace, score_map) -> int:
+def use_references(evaluator, space: SearchSpace, score_map,
+                   status: Callable[[str], None] | None = None) -> int:
     """Give the evaluator's objective the dense models' scores when it measures against
     them (retention, a floor, perplexity); the evaluations spent."""
     from recipe_compiler.search.refine import references
 
     if not evaluator.objective.needs_references:
         return 0
+    if status is not None:
+        status(f"references: scoring the {1 + len(space.candidates)} dense models")
     top = len(rungs(space.settings)) - 1
     dense = references(space, score_map, top)
     evaluator.objective = evaluator.objective.with_references(dense, space.base)
