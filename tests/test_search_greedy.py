@@ -97,9 +97,10 @@ def test_evolve_with_greedy_start_on_the_quick_zoo(tmp_path, quick_zoo, capsys):
     assert said[2].startswith(f"greedy start: removed slot {greedy['path'][0]['slot']} "
                               f"(1 of 3, fitness {greedy['path'][0]['fitness']:.4f}, 12 "
                               "evaluations)")
-    assert said[5].startswith("finish: ") and "on 48 items per task" in said[5]
+    assert said[5].startswith("finish: ") and said[5].endswith(
+        " finalist(s) scored on 48 items per task")
     assert said[6].startswith("local search: 6 of 6 evaluations, best fitness ")
-    assert said[7] == "finish: the winner confirmed on the final items"
+    assert said[7] == "finish: the winner confirmed on 48 items per task"
     # the generation rows come after the greedy's lines, the finish's after the last row
     rows = [i for i, line in enumerate(lines) if re.match(r"\d+ +-?\d", line)]
     at = [next(i for i, line in enumerate(lines) if line.startswith(x)) for x in said]

@@ -64,18 +64,15 @@ def finish(search, pop: list, hof, score: ScoreMap) -> tuple[object, dict[str, f
         return best, dict(best.scores)
     final = len(all_rungs(s)) - 1
     finalists = _finalists(pop + list(hof.items), s.finalists)
-    if final >= len(rungs(s)):
-        search.status(f"finish: {len(finalists)} finalist(s) scored on "
-                      f"{all_rungs(s)[final]} items per task")
-    best = _rescore(search, finalists, score, final)
+    best = _rescore(search, finalists, score, final, f"{len(finalists)} finalist(s) scored")
     if s.local_search > 0 or s.tune_weights > 0:
         start = best
         if s.local_search > 0:
             best = _local_search(search, best, s.local_search)
         if s.tune_weights > 0:
             best = _tune_weights(search, best, s.tune_weights)
-        search.status("finish: the winner confirmed on the final items")
-        best = _rescore(search, [best], score, final)  # its final scores, re-used if cached
+        # its final scores, re-used if cached
+        best = _rescore(search, [best], score, final, "the winner confirmed")
         if s.holdout and best is not start and search.fitness_of(best.final_scores) < \
                 search.fitness_of(start.final_scores):
             best = start  # what the climb found on the search's items did not hold
@@ -112,12 +109,14 @@ def _finalists(inds: list, n: int) -> list:
     return out[:n]
 
 
-def _rescore(search, inds: list, score: ScoreMap, rung: int):
-    """The best of `inds` on rung `rung`; each gets `final_scores`."""
+def _rescore(search, inds: list, score: ScoreMap, rung: int, what: str):
+    """The best of `inds` on rung `rung`; each gets `final_scores`. `what` names the step
+    on the search's status line when there is scoring to do."""
     if rung < len(rungs(search.settings)):  # no larger rung: the search's scores stand
         for ind in inds:
             ind.final_scores = dict(ind.scores)
         return inds[0]
+    search.status(f"finish: {what} on {all_rungs(search.settings)[rung]} items per task")
     recipes = [decode(search.space, list(i)) for i in inds]
     results = score(recipes, rung)
     search.evaluations += len(inds)
