@@ -152,3 +152,86 @@ def test_another_seed_takes_the_greedy_path_from_an_earlier_run(tmp_path, quick_
     assert main(["evolve", str(path), "-o", str(tmp_path / "d"),
                  "--greedy-from", str(tmp_path / "nowhere")]) != 0
     assert "no such file" in capsys.readouterr().err
+
+
+# --- greedy_sweep: source changes at the greedy's end point ----------------------------
+
+# a kept slot's source changes what the fake fitness gives: slot 11 from the base +0.3,
+# slot 9 from the base +0.25 (but -0.5 beside slot 11's change), slot 10 from `math` +0.2;
+# any other change -0.1
+GAIN = {(11, "base"): 0.3, (9, "base"): 0.25, (10, "math"): 0.2}
+
+
+def _source(op) -> str:
+    if isinstance(op, Merge):
+        return "merge1" if op.weights[0] == 1.0 else "merge"
+    return op.model
+
+
+def sweep_scores(recipe) -> dict[str, float]:
+    ops = recipe.ops()
+    dropped = {i for i, op in enumerate(ops) if isinstance(op, Drop)}
+    cost = sum(0.5 if i == 5 and 4 in dropped else COST[i] for i in dropped)
+    sources = {i: _source(op) for i, op in enumerate(ops) if i not in dropped}
+    kind = max(set(sources.values()), key=list(sources.values()).count)
+    t = {"merge1": 3.0, "merge": 2.0, "base": 0.0}.get(kind, 1.0) - cost
+    changed = {(i, s) for i, s in sources.items() if s != kind}
+    t += sum(GAIN.get(c, -0.1) for c in changed)
+    if {(11, "base"), (9, "base")} <= changed:
+        t -= 0.5
+    return {"t": t}
+
+
+def test_greedy_sweep_keeps_the_source_changes_that_raise_the_fitness_together(tmp_path,
+                                                                               quick_zoo):
+    p = prepare(write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                             SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                             "greedy_start = true\ngreedy_sweep = true"), {})
+    calls = []
+
+    def score(recipes, rung):
+        calls.append(len(recipes))
+        return [sweep_scores(r) for r in recipes]
+
+    said = []
+    search = Search(p.space, score, lambda s: s["t"], on_status=said.append)
+    warm, record = greedy_start(search)
+    assert record["drops"] == [4, 5, 7] and record["path"][-1]["fitness"] == -0.5
+    # 9 kept slots, each from the 6 other dense starts
+    sweep = record["sweep"]
+    assert len(sweep["tried"]) == 9 * 6 and calls[4] == 54
+    # the three gains, best first: 11 alone (no evaluation: it was tried alone), 11 + 9
+    # (worse, refused), 11 + 10 (kept)
+    assert calls[5:] == [1, 1]
+    assert record["swaps"] == [[10, "math"], [11, "base"]] and sweep["fitness"] == 0.0
+    assert record["evaluations"] == 7 + 12 + 11 + 10 + 54 + 2 == search.evaluations
+    assert warm.swaps == ((10, "math"), (11, "base"))
+    genome = genome_from_drops(p.space, set(warm.drops), random.Random(0), warm.sources[0],
+                               warm.swaps)
+    assert sweep_scores(decode(p.space, genome)) == {"t": 0.0}
+    ops = decode(p.space, genome).ops()
+    assert ops[10] == Take("math") and ops[11] == Take("base") and isinstance(ops[0], Merge)
+    assert said[-1] == "greedy sweep: 2 source change(s) kept, fitness -0.5000 -> 0.0000"
+    assert "greedy sweep: slot 11 from base (fitness -0.2000)" in said
+
+
+def test_greedy_sweep_end_point_leads_generation_0(tmp_path, quick_zoo):
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                        "greedy_start = true\ngreedy_sweep = true\nwarm_start = 0")
+    p = prepare(path, {})
+    search = Search(p.space, lambda rs, rung: [sweep_scores(r) for r in rs], lambda s: s["t"])
+    random.seed(0)
+    pop, hof = search.run()
+    assert search.history[0]["greedy"]["swaps"] == [[10, "math"], [11, "base"]]
+    assert hof.items[0].fitness.values[0] >= 0.0  # nothing found is worse than the sweep's
+    first = decode(p.space, list(search.initial_population()[0])).ops()
+    assert first[10] == Take("math") and first[11] == Take("base")
+
+
+def test_greedy_sweep_needs_greedy_start(tmp_path, quick_zoo, capsys):
+    path = write_recipe(tmp_path, quick_zoo, "slot 0..12 = ?",
+                        SEARCH + f'\ntasks = "{quick_zoo / "tasks" / "val"}"\n'
+                        "greedy_sweep = true")
+    assert main(["evolve", str(path), "-o", str(tmp_path / "run")]) != 0
+    assert "greedy_sweep needs greedy_start = true" in capsys.readouterr().err

@@ -149,16 +149,36 @@ class WarmStart:
     name: str
     drops: frozenset[int]
     sources: tuple[str, ...] = ()
+    # slots whose kept layer comes from another source than `sources`' (slot index, source
+    # as `with_drops` names it): the greedy sweep's source changes
+    swaps: tuple[tuple[int, str], ...] = ()
 
 
 def genome_from_drops(space: SearchSpace, drops: set[int], rng: random.Random,
-                      source: str | None = None) -> Genome:
+                      source: str | None = None,
+                      swaps: tuple[tuple[int, str], ...] = ()) -> Genome:
     """One model (the base by default) with exactly these slots dropped, as far as the open
     slots allow: the seed for a pruning heuristic's answer applied to that model. With
     `source=MERGED`, every kept open slot merges all candidates at weight 0.5 each (within
     `weight_range`), the usual task-arithmetic merge: what a mergekit user's merge, then
-    pruned, would be; `source=merged(w)`, at weight w each."""
-    return repair(space, with_drops(space, drops, source), rng)
+    pruned, would be; `source=merged(w)`, at weight w each. `swaps` take some kept slots
+    from other sources (`with_swaps`)."""
+    return repair(space, with_swaps(space, with_drops(space, drops, source), swaps), rng)
+
+
+def with_swaps(space: SearchSpace, genome: Genome,
+               swaps: tuple[tuple[int, str], ...] | dict[int, str]) -> Genome:
+    """`genome` with each open slot named in `swaps` (slot index -> source, as `with_drops`
+    names sources) taking its layer from that source instead; drops stay as they are."""
+    swaps = dict(swaps)
+    if not swaps:
+        return list(genome)
+    out = list(genome)
+    for k, slot in enumerate(space.slots):
+        if slot.index in swaps and slot.options is None:
+            gene = with_drops(space, set(), swaps[slot.index])[k]
+            out[k] = dataclasses.replace(gene, drop=genome[k].drop)
+    return out
 
 
 def with_drops(space: SearchSpace, drops: set[int] | frozenset[int],

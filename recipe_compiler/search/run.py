@@ -123,12 +123,12 @@ class Search:
         merged = (MERGED,) if merge_seeds(self.space) else ()
         models = (*merged, self.space.base, *self.space.candidates)
         seeds = list(dict.fromkeys(  # a repeated seed (same drops, same model) once
-            (frozenset(w.drops), m) for w in self.warm for m in (w.sources or models)
+            (frozenset(w.drops), m, w.swaps) for w in self.warm for m in (w.sources or models)
             if m in models or (merged and merge_weight(m) is not None)))
         n_warm = min(len(seeds), max(int(round(s.population * s.warm_start)),
                                      int(s.greedy_start)))  # the greedy's, whatever the share
-        pop = [self._new(genome_from_drops(self.space, set(drops), random, m))
-               for drops, m in seeds[:n_warm]]
+        pop = [self._new(genome_from_drops(self.space, set(drops), random, m, swaps))
+               for drops, m, swaps in seeds[:n_warm]]
         while len(pop) < s.population:
             pop.append(self._new(random_genome(self.space, random)))
         return pop

@@ -53,6 +53,9 @@ class Settings:
     # before generation 0, prune the best dense start one layer at a time by this fitness
     # (search/greedy.py); its end point seeds generation 0 first
     greedy_start: bool = False
+    # then try each kept slot from every other dense start, and keep the source changes
+    # that raise the fitness (search/greedy.py)
+    greedy_sweep: bool = False
     elite: int = 2
     crossover: float = 0.6
     mutation: float = 0.8  # chance a child mutates (then ~2 of its genes change)
@@ -247,6 +250,9 @@ def read_settings(recipe: Recipe, overrides: dict | None = None
             "limit", Settings.limit):
         diags.append(error("holdout needs final_limit larger than limit: the finalists are "
                            "judged on the items in between", _span_of(recipe, "holdout")))
+    if values.get("greedy_sweep") and not values.get("greedy_start"):
+        diags.append(error("greedy_sweep needs greedy_start = true: it changes the sources "
+                           "of the greedy's end point", _span_of(recipe, "greedy_sweep")))
     for m in values.get("methods", ()):
         if m not in methods.searchable():
             diags.append(error(f"search method '{m}' is not searchable (use "
@@ -287,7 +293,7 @@ def _read_one(s: Setting, values: dict, diags: list[Diagnostic]) -> None:
         v = _number(s, diags, low=FLOAT_LOWS[key])
         if v is not None:
             values[key] = float(v)
-    elif key in ("warm_merge", "holdout", "greedy_start"):
+    elif key in ("warm_merge", "holdout", "greedy_start", "greedy_sweep"):
         if isinstance(s.value, bool):
             values[key] = s.value
         else:
