@@ -71,8 +71,8 @@ def models_block(family: Path) -> str:
 
 # settings only the genetic search reads: random search's recipe (and the key its saved row
 # is found by) leaves them out, so that its row stands for any of them
-GA_ONLY = ("generations", "local_search", "greedy_start", "warm_start", "tune_weights",
-           "elite", "crossover", "mutation")
+GA_ONLY = ("generations", "local_search", "greedy_start", "greedy_sweep", "warm_start",
+           "tune_weights", "elite", "crossover", "mutation")
 
 
 def search_recipe(family: Path, seed: int, a: argparse.Namespace, warm: bool = True) -> str:

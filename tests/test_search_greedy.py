@@ -11,7 +11,7 @@ from recipe_compiler.cli import main
 from recipe_compiler.language.recipe import Drop, Merge, Take
 from recipe_compiler.search import prepare
 from recipe_compiler.search.genome import decode, genome_from_drops, merged
-from recipe_compiler.search.greedy import greedy_start, starts
+from recipe_compiler.search.greedy import greedy_start, starts, warm_start
 from recipe_compiler.search.run import Search
 from tests.test_evolve import SEARCH, write_recipe
 
@@ -206,6 +206,8 @@ def test_greedy_sweep_keeps_the_source_changes_that_raise_the_fitness_together(t
     assert record["swaps"] == [[10, "math"], [11, "base"]] and sweep["fitness"] == 0.0
     assert record["evaluations"] == 7 + 12 + 11 + 10 + 54 + 2 == search.evaluations
     assert warm.swaps == ((10, "math"), (11, "base"))
+    # a later seed's --greedy-from reads the record back from JSON: the same warm start
+    assert warm_start(json.loads(json.dumps(record))) == warm
     genome = genome_from_drops(p.space, set(warm.drops), random.Random(0), warm.sources[0],
                                warm.swaps)
     assert sweep_scores(decode(p.space, genome)) == {"t": 0.0}
