@@ -415,6 +415,10 @@ def main() -> None:
                     help="take the dense models', merge's and pruners' rows from an earlier "
                     "run's docs/results_real.json on the same family (they do not depend "
                     "on the search's settings)")
+    ap.add_argument("--random-from", type=Path, default=None, metavar="JSON",
+                    help="with --no-random: take random search's rows from an earlier run's "
+                    "raw results (same tasks and texts; it may be another build of the "
+                    "family), so that the targets compare against it; the table says so")
     ap.add_argument("--baselines-only", action="store_true",
                     help="score the baselines, print them, save them to WORK/baselines.json "
                     "(for --reuse-baselines) and stop")
@@ -496,13 +500,26 @@ def main() -> None:
                 save(work, "random", seed, key, row)
             rows.setdefault(RANDOM, []).append(row)
             print(f"random, seed {seed}: {row}", flush=True)
+    random_note = ""
+    if a.random_from is not None and RANDOM not in rows:
+        earlier = json.loads(a.random_from.read_text())
+        if earlier.get("tasks_sha256") != tasks:
+            sys.exit(f"{a.random_from}: measured on other tasks or texts than {family}'s")
+        rows[RANDOM] = earlier["rows"][RANDOM]
+        build = ("this build" if earlier.get("family_sha256") == sha else
+                 "another build of the family (other bits, the same seed)")
+        random_note = (f"\n\nThe random search row is `{a.random_from}`'s (seeds "
+                       f"{', '.join(str(r['seed']) for r in rows[RANDOM])}, "
+                       f"{rows[RANDOM][0]['evaluations']} evaluations each, measured on "
+                       f"{build}), not re-run here.")
     if a.rows_only:
         return
     order = ["dense base", *(f"dense {m}" for m in SKILLS),
              MERGE, SEARCH, RANDOM]
     rows = {k: rows[k] for k in order if k in rows} | {
         k: v for k, v in rows.items() if k not in order}
-    text = table(rows) + "\n\nTargets (test split, means over seeds):\n\n" + targets(rows)
+    text = (table(rows) + random_note + "\n\nTargets (test split, means over seeds):\n\n"
+            + targets(rows))
     print(text)
     total = round(time.perf_counter() - started)
     print(f"total {total} s")
@@ -537,6 +554,8 @@ def main() -> None:
             extra += f" --greedy-from {a.greedy_from}"
         if a.no_random:
             extra += " --no-random"
+        if a.random_from is not None:
+            extra += f" --random-from {a.random_from}"
         if a.docs_block != "real-results":
             extra += (f" --docs-block {a.docs_block} --raw "
                       f"{a.raw.resolve().relative_to(ROOT)}")

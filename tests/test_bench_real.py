@@ -79,3 +79,20 @@ def test_earlier_task_scores_refuse_a_cache_that_disagrees(rq, tmp_path: Path) -
         earlier.scores("g1", "r1")
     with pytest.raises(SystemExit, match="no earlier"):
         rq.EarlierTaskScores([], {"facts"}, dict, dict)
+
+
+def test_random_from_refuses_rows_scored_on_other_texts(
+        rq, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    family = _family(tmp_path / "f", "One line of English.\n")
+    baselines = tmp_path / "baselines.json"
+    baselines.write_text(json.dumps({"family_sha256": {"base": "ab" * 32},
+                                     "tasks_sha256": rq.tasks_sha(family), "rows": {}}))
+    earlier = tmp_path / "results_real.json"
+    earlier.write_text(json.dumps({"tasks_sha256": "0" * 64, "rows": {rq.RANDOM: []}}))
+    monkeypatch.setattr(sys, "argv", [
+        "real_quality.py", "--family", str(family), "--work", str(tmp_path / "w"),
+        "--reuse-baselines", str(baselines), "--random-only", "--random-budget", "5",
+        "--no-random",
+        "--random-from", str(earlier)])
+    with pytest.raises(SystemExit, match="other tasks or texts"):
+        rq.main()
