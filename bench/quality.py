@@ -66,6 +66,8 @@ SEARCHES = {
         "?", True, FINAL | {"local_search": 48, "tune_weights": 48}),
     "GPTailor search, greedy start (greedy_start = true)": (
         "?", True, FINAL | {"greedy_start": "true"}),
+    "GPTailor search, greedy start and sweep (greedy_sweep = true)": (
+        "?", True, FINAL | {"greedy_start": "true", "greedy_sweep": "true"}),
     "GPTailor search, no warm starts": ("?", False, FINAL),
     "GPTailor search, no merge warm starts": ("?", True, FINAL | {"warm_merge": "false"}),
     "GPTailor search, no merges (removal + selection)": (ALL_TAKES, True, FINAL),
