@@ -96,3 +96,23 @@ def test_random_from_refuses_rows_scored_on_other_texts(
         "--random-from", str(earlier)])
     with pytest.raises(SystemExit, match="other tasks or texts"):
         rq.main()
+
+
+def test_the_shipped_real_family_recipe_is_the_measured_configuration(rq, tmp_path: Path) -> None:
+    """recipes/real_family.tr says it is what docs/results.md measured: the bench's recipe
+    with the settings its README command adds must search the same space the same way."""
+    import argparse
+
+    from recipe_compiler.language.parser import parse, parse_file
+
+    a = argparse.Namespace(population=24, generations=3, local_search=96, setting=[
+        "greedy_start=true", "greedy_sweep=true", 'max_memory="3GB"'])
+    measured = parse(rq.search_recipe(tmp_path / "real-family", 0, a))
+    shipped = parse_file(Path(__file__).resolve().parent.parent / "recipes" / "real_family.tr")
+
+    def settings(recipe) -> dict:
+        return {s.key: s.value for s in recipe.search if s.key != "tasks"}
+
+    assert settings(shipped) == settings(measured)
+    assert [m.name for m in shipped.models] == [m.name for m in measured.models]
+    assert shipped.ops() == measured.ops()
