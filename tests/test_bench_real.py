@@ -92,8 +92,7 @@ def test_random_from_refuses_rows_scored_on_other_texts(
     monkeypatch.setattr(sys, "argv", [
         "real_quality.py", "--family", str(family), "--work", str(tmp_path / "w"),
         "--reuse-baselines", str(baselines), "--random-only", "--random-budget", "5",
-        "--no-random",
-        "--random-from", str(earlier)])
+        "--no-random", "--random-from", str(earlier)])
     with pytest.raises(SystemExit, match="other tasks or texts"):
         rq.main()
 

@@ -20,10 +20,15 @@ from tests.test_evolve import SEARCH, write_recipe
 COST = {0: 9, 1: 8, 2: 7, 3: 6, 4: 1, 5: 5, 6: 9, 7: 2, 8: 9, 9: 4.5, 10: 9, 11: 9}
 
 
+def _drops_and_cost(ops) -> tuple[set[int], float]:
+    """The slots dropped and what the fake fitness charges for them."""
+    dropped = {i for i, op in enumerate(ops) if isinstance(op, Drop)}
+    return dropped, sum(0.5 if i == 5 and 4 in dropped else COST[i] for i in dropped)
+
+
 def fake_scores(recipe) -> dict[str, float]:
     ops = recipe.ops()
-    dropped = {i for i, op in enumerate(ops) if isinstance(op, Drop)}
-    cost = sum(0.5 if i == 5 and 4 in dropped else COST[i] for i in dropped)
+    _, cost = _drops_and_cost(ops)
     kept = [op for op in ops if not isinstance(op, Drop)]
     # the merge at 1.0 each is the best dense start; the base the worst
     bonus = {"merge1": 3.0, "merge": 2.0, "base": 0.0}
@@ -170,8 +175,7 @@ def _source(op) -> str:
 
 def sweep_scores(recipe) -> dict[str, float]:
     ops = recipe.ops()
-    dropped = {i for i, op in enumerate(ops) if isinstance(op, Drop)}
-    cost = sum(0.5 if i == 5 and 4 in dropped else COST[i] for i in dropped)
+    dropped, cost = _drops_and_cost(ops)
     sources = {i: _source(op) for i, op in enumerate(ops) if i not in dropped}
     kind = max(set(sources.values()), key=list(sources.values()).count)
     t = {"merge1": 3.0, "merge": 2.0, "base": 0.0}.get(kind, 1.0) - cost

@@ -171,8 +171,6 @@ def with_swaps(space: SearchSpace, genome: Genome,
     """`genome` with each open slot named in `swaps` (slot index -> source, as `with_drops`
     names sources) taking its layer from that source instead; drops stay as they are."""
     swaps = dict(swaps)
-    if not swaps:
-        return list(genome)
     out = list(genome)
     for k, slot in enumerate(space.slots):
         if slot.index in swaps and slot.options is None:
