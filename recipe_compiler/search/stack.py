@@ -13,7 +13,8 @@ forward goes through the model's own `forward`: transformers builds the attentio
 position ids and the rotary inputs exactly as it does for the built checkpoint, for every
 architecture `build` supports. Each `_Slot` runs a decoder layer of the right class (one
 "template" per source layer, on the meta device: it holds no memory) with the candidate's
-parameters from the store, through `torch.func.functional_call`.
+parameters from the store, bound into its parameter slots for the call and unbound after
+(what `torch.func.functional_call` does, without its search of the module tree per call).
 
 Layers whose output is cached (the same first k layers, the same batch) are not run: the
 first slot returns the cached hidden state and the next k-1 pass it through; the mask and
@@ -76,6 +77,7 @@ class Stack:
         # The built checkpoint has the base's config (its per-layer lists taken at each
         # slot's source layer), whoever's weights a slot holds: so do these layers.
         self.templates = self._templates(self.base)
+        self._bindings: dict[int, list[tuple[torch.nn.Module, str, str, torch.Tensor]]] = {}
         self.model = self._shell()
         self.slots: list[_Slot] = []
         self._run: _Run | None = None
@@ -243,16 +245,36 @@ class Stack:
         of the batch whose inputs `args` and `kwargs` are, stacked."""
         template = self.templates[src]
         stored = self.store.layer(op, src, keep=keep)
-        params = {self.suffixes[k]: v for k, v in stored.items()}
         if copies > 1:
             rows = h.shape[0] // copies
             args, kwargs = _repeat(args, copies, rows), _repeat(kwargs, copies, rows)
-        out = torch.func.functional_call(template, params, (h, *args), kwargs)
+        binding = self._binding(src)
+        for module, name, key, _ in binding:
+            module._parameters[name] = stored[key]
+        try:
+            out = template(h, *args, **kwargs)
+        finally:  # the template holds no layer's memory between calls
+            for module, name, _, meta in binding:
+                module._parameters[name] = meta
         h = out[0] if isinstance(out, tuple) else out
         self.layers_run += copies
         self.layer_calls += 1
         self.layer_tokens += h.shape[0] * h.shape[1]
         return h
+
+    def _binding(self, src: int) -> list[tuple[torch.nn.Module, str, str, torch.Tensor]]:
+        """(submodule, parameter name, checkpoint suffix, its meta tensor) for each tensor
+        of template `src`, found once: a call then sets and resets a few dict entries."""
+        found = self._bindings.get(src)
+        if found is None:
+            template = self.templates[src]
+            found = []
+            for suffix, name in self.suffixes.items():
+                owner, _, attr = name.rpartition(".")
+                module = template.get_submodule(owner) if owner else template
+                found.append((module, attr, suffix, module._parameters[attr]))
+            self._bindings[src] = found
+        return found
 
     @contextmanager
     def as_model(self, layers: list[tuple[tuple, object, int]]):
