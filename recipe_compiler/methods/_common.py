@@ -19,6 +19,13 @@ def normalize(default: bool) -> Param:
                  mergekit_default=default)
 
 
+def divides(p, total: float) -> bool:
+    """Whether a normalized sum is divided by its weights' `total`: asked for, and the total
+    neither 0 (no division) nor 1 (x / 1 is x, for every finite and infinite x: a pass over
+    every entry saved, in the torch and numpy formulas alike, which must agree)."""
+    return bool(p["normalize"]) and total != 0 and total != 1
+
+
 DENSITY = Param("density", "float", default=1.0, low=0.0, high=1.0, open_low=True,
                 mergekit="density", mergekit_default=1.0, per_model=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from recipe_compiler.methods import Method
-from recipe_compiler.methods._common import normalize, weights
+from recipe_compiler.methods._common import divides, normalize, weights
 
 
 def formula(xs: list, base: object, p: Mapping[str, object]):
@@ -14,7 +14,7 @@ def formula(xs: list, base: object, p: Mapping[str, object]):
     w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
     out = weighted_sum(xs, w)
     total = sum(w)
-    return out.div_(total) if p["normalize"] and total != 0 else out
+    return out.div_(total) if divides(p, total) else out
 
 
 def numpy_formula(xs: list, base: object, p: Mapping[str, object], out, tmp):
@@ -24,7 +24,7 @@ def numpy_formula(xs: list, base: object, p: Mapping[str, object], out, tmp):
     w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
     _np_ops.weighted_sum(xs, w, out, tmp)
     total = sum(w)
-    return _np_ops.divide(out, total) if p["normalize"] and total != 0 else out
+    return _np_ops.divide(out, total) if divides(p, total) else out
 
 
 # Each output entry depends only on the inputs' entries at the same position: the executor

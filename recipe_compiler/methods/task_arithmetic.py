@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from recipe_compiler.methods import Method
-from recipe_compiler.methods._common import TASK_VECTOR_FIXED, normalize, weights
+from recipe_compiler.methods._common import TASK_VECTOR_FIXED, divides, normalize, weights
 
 
 def formula(xs: list, base, p: Mapping[str, object]):
@@ -14,7 +14,7 @@ def formula(xs: list, base, p: Mapping[str, object]):
     w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
     delta = weighted_sum((x - base for x in xs), w)
     total = sum(w)
-    if p["normalize"] and total != 0:
+    if divides(p, total):
         delta.div_(total)
     return base + delta
 
@@ -28,7 +28,7 @@ def numpy_formula(xs: list, base, p: Mapping[str, object], out, tmp):
     w: tuple[float, ...] = p["weights"]  # type: ignore[assignment]
     _np_ops.weighted_sum(xs, w, out, tmp, minus=base)
     total = sum(w)
-    if p["normalize"] and total != 0:
+    if divides(p, total):
         _np_ops.divide(out, total)
     return np.add(base, out, out=out)
 
