@@ -19,6 +19,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     import torch
 
     from recipe_compiler.cli.progress import EvolveProgress
+    from recipe_compiler.evaluate.checkpoint import bfloat16_hint
     from recipe_compiler.search import EvolveError, evolve, prepare
 
     overrides = {
@@ -46,10 +47,14 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     title = (f"evolving {args.recipe} -> {run_dir}/ (population {settings.population}, "
              f"{settings.generations} generations, keep {prepared.space.target_kept} of "
              f"{prepared.space.slot_count} layers)")
+    device = pick_device(args.device)
+    hint = bfloat16_hint(device, settings.dtype, prepared.models[prepared.space.base])
+    if hint:
+        err.print(hint, markup=False)
     with EvolveProgress(err, title, settings.generations) as progress:
         try:
             result = evolve(prepared, run_dir, command=command, workers=args.workers,
-                            device=pick_device(args.device), threads=threads,
+                            device=device, threads=threads,
                             caches=not args.no_cache, resume=args.resume,
                             recipe_path=args.recipe, overrides=overrides,
                             on_generation=progress.on_generation, ray_address=args.ray,
