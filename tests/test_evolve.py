@@ -96,6 +96,19 @@ def test_cached_and_uncached_fitness_are_identical(space_file):
     assert plain.stats.act_hits == 0
 
 
+def test_layer_templates_hold_no_tensors_between_calls(space_file):
+    """A layer runs with the store's tensors bound into its meta-device template for the
+    call only: afterwards every template parameter is on the meta device again, so no
+    candidate's layer stays alive outside the store's budget."""
+    p = prepare(space_file, {})
+    ev = make_evaluator(p)
+    rng = random.Random(3)
+    ev.scores_many([decode(p.space, random_genome(p.space, rng)) for _ in range(3)], 0)
+    assert ev.stack.layers_run > 0
+    for template in ev.stack.templates:
+        assert all(t.device.type == "meta" for t in template.parameters())
+
+
 def _family(space, seed: int, n: int = 12) -> list:
     """Genomes as a generation holds them: mutants of two parents (shared layers at the
     same slots, behind different prefixes) and a few strangers."""
