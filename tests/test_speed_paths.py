@@ -93,11 +93,13 @@ MERGES = [
 @pytest.mark.parametrize("in_dtype", ["BF16", "F16", "F32"])
 @pytest.mark.parametrize("out_dtype", ["BF16", "F16", "F32"])
 @pytest.mark.parametrize("special", [False, True])
-def test_numpy_merge_equals_torch_path(method, params, base, in_dtype, out_dtype, special):
+@pytest.mark.parametrize("weights", [(0.7, 0.45), (0.75, 0.25)])  # the second sums to 1:
+def test_numpy_merge_equals_torch_path(method, params, base, in_dtype, out_dtype, special,
+                                       weights):  # no division by the total (x / 1 is x)
     reads = [read(m, in_dtype) for m in ("a", "b", "c")]
     tensors = {r: tensor(k, in_dtype, special and k == 1) for k, r in enumerate(reads)}
     b = reads[2] if base else None
-    expr = Combine(method, tuple(reads[:2]), (0.7, 0.45), b, params, scale=0.9)
+    expr = Combine(method, tuple(reads[:2]), weights, b, params, scale=0.9)
     (fast, fast_msgs), _ = both_paths(task(expr, out_dtype), tensors)
     got, msgs = numpy_path(task(expr, out_dtype), tensors)
     assert torch.equal(got, fast)  # NaN bytes included
