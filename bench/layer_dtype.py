@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
+
+from recipe_compiler.evaluate.checkpoint import cpu_flags
 
 
 def main() -> None:
@@ -32,12 +33,8 @@ def main() -> None:
     cfg._attn_implementation = "sdpa"
     layer = LlamaDecoderLayer(cfg, 0).eval()
     rotary = LlamaRotaryEmbedding(cfg)
-    try:
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("flags")), "").split()
-    except OSError:
-        flags = []
-    print(f"{a.threads} threads; AMX (amx_bf16): {'yes' if 'amx_bf16' in flags else 'no'}\n")
+    amx = "amx_bf16" in cpu_flags()
+    print(f"{a.threads} threads; AMX (amx_bf16): {'yes' if amx else 'no'}\n")
     print("| batch x tokens | float32 ms | bfloat16 ms | bfloat16 speed-up |")
     print("|---|---:|---:|---:|")
     for rows, tokens in ((50, 64), (20, 128), (8, 256)):

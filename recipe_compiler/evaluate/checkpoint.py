@@ -38,22 +38,29 @@ def default_dtype(device: str) -> str:
     return "float32" if device == "cpu" else "bfloat16"
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (e.g. `amx_bf16`); empty where the
+    file is missing or unreadable."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
 def bfloat16_hint(device: str, dtype: str | None, info: ModelInfo,
                   cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """A line suggesting `--dtype bfloat16`, when no dtype was asked for, the model is
     stored in bfloat16 (scoring in it loses nothing the checkpoint holds) and the CPU
-    multiplies bfloat16 in hardware (Intel AMX, `amx_bf16` in /proc/cpuinfo: a SmolLM2
-    layer ran 4.6x faster there, the real family's search 2x); None otherwise."""
+    multiplies bfloat16 in hardware (Intel AMX, `amx_bf16` in /proc/cpuinfo: see
+    `bench/layer_dtype.py` for one layer, docs/results.md for the real family's search,
+    2.1x); None otherwise."""
     if device != "cpu" or dtype is not None:
         return None
     if not any(t.dtype == "BF16" for t in info.tensors.values()):
         return None
-    try:
-        flags = next((line for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("flags")), "")
-    except OSError:
-        return None
-    if "amx_bf16" not in flags.split():
+    if "amx_bf16" not in cpu_flags(cpuinfo):
         return None
     return ("note: this CPU multiplies bfloat16 in hardware (AMX) and the models are stored "
             "in it: --dtype bfloat16 (or dtype = \"bfloat16\" in the search block) scores "
