@@ -55,7 +55,7 @@ def ref_ties(xs, base, weights, density):
         d = (x - base).reshape(-1)
         k = int(density * d.numel())
         keep = torch.zeros_like(d)
-        keep[torch.argsort(d.abs(), descending=True)[:k]] = 1
+        keep[torch.argsort(d.abs(), descending=True, stable=True)[:k]] = 1
         deltas.append((d * keep).view_as(x))
     w = [torch.full_like(base, v) for v in weights]
     weighted = [wi * d for wi, d in zip(w, deltas)]

@@ -2,7 +2,7 @@
 
 Covers execute/fused.py (elementwise tasks slice by slice) against the whole-tensor path,
 execute/nptasks.py (the same in numpy, without torch) against fused.py, the reader
-thread, and TIES trimming by `kthvalue` against mergekit's full sort. See docs/speed.md.
+thread, and TIES trimming by `kthvalue` against a stable full sort. See docs/speed.md.
 """
 
 from __future__ import annotations
@@ -188,12 +188,13 @@ def test_quick_nonfinite_test_never_misses():
 
 
 def argsort_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """mergekit's definition (sparsify.magnitude), as tailor computed it before."""
+    """mergekit's definition (sparsify.magnitude) with a stable sort: among entries tied at
+    the threshold, the lowest-indexed are kept."""
     k = int(density * delta.numel())
     flat = delta.reshape(-1)
     mask = torch.zeros_like(flat)
     if k > 0:
-        mask[torch.argsort(flat.abs(), descending=True)[:k]] = 1
+        mask[torch.argsort(flat.abs(), descending=True, stable=True)[:k]] = 1
     return (flat * mask).view_as(delta)
 
 
@@ -209,7 +210,7 @@ def test_ties_trim_by_threshold_equals_full_sort(n, density, kind):
     elif kind == "mostly zeros":  # the k-th largest is 0: the nonzero entries are kept
         d = torch.randn(n, generator=g) * (torch.rand(n, generator=g) < density / 2)
         d[1::2] = d[1::2] * -1
-    elif kind == "few values":  # ties everywhere: the sort decides
+    elif kind == "few values":  # ties everywhere: the lowest-indexed are kept
         d = torch.randint(-3, 4, (n,), generator=g).float()
     elif kind == "bf16 deltas":
         d = (torch.randn(n, generator=g) * 0.02).bfloat16().float() - \
@@ -350,13 +351,39 @@ def test_whole_tensor_tasks_run_two_at_a_time_with_the_bytes_and_warnings_of_one
         runs[2][1][0]
 
 
-def test_ties_trim_skips_kthvalue_when_sampled_magnitudes_repeat():
-    g = torch.Generator().manual_seed(0)
-    bf16 = (torch.randn(100_000, generator=g) * 0.02).bfloat16().float() - \
-        (torch.randn(100_000, generator=g) * 0.02).bfloat16().float()
-    assert _ops._ties_likely(bf16.abs())
-    assert not _ops._ties_likely(torch.randn(100_000, generator=g).abs())
-    assert not _ops._ties_likely(torch.zeros(100))  # too small to sample: kthvalue decides
+def test_ties_trim_keeps_the_lowest_indexed_of_the_tied_entries():
+    d = torch.tensor([1.0, -3.0, 2.0, -2.0, 2.0, 0.5, -2.0, 3.0])
+    # k = 4: both 3s, then two of the four entries of magnitude 2, the first two
+    want = torch.tensor([0.0, -3.0, 2.0, -2.0, 0.0, 0.0, -0.0, 3.0])
+    got = _ops.trim_magnitude(d, 0.5)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
+@pytest.mark.parametrize("kind", ["float32", "few values", "nan", "same model"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_ties_slice_by_slice_equals_the_whole_tensor_formula(kind, normalize):
+    """`_ops.ties` (trimming thresholds found on whole tensors, the rest slice by slice) and
+    `_ops.sign_elected` give the bytes of stacking whole trimmed deltas and electing signs
+    over the stack; ties at a threshold fall across slice boundaries."""
+    g = torch.Generator().manual_seed(7)
+    n = 3 * _ops.SLICE + 1234
+    base = torch.randint(-4, 5, (n,), generator=g).float() * 0.5
+    base[::5] = -0.0
+    if kind == "few values":  # ties everywhere, the kept ones running into later slices
+        xs = [base + torch.randint(-3, 4, (n,), generator=g).float() for _ in range(3)]
+    elif kind == "same model":
+        xs = [base.clone(), base + torch.randn(n, generator=g), base.clone()]
+    else:
+        xs = [base + torch.randn(n, generator=g) for _ in range(3)]
+    if kind == "nan":
+        xs[1][n // 2] = float("nan")
+    densities, weights = (0.3, 0.5, 0.9), (0.5, 0.3, 0.7)
+    trimmed = torch.stack([_ops.trim_magnitude(x - base, d) for x, d in zip(xs, densities)])
+    want = base + _ops.consensus(trimmed, weights, normalize)
+    got = _ops.ties(xs, base, densities, weights, normalize)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    got = _ops.sign_elected(base, list(trimmed), weights, normalize)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
 
 
 def test_shards_are_written_back_while_the_build_goes_on(family_root, tmp_path, monkeypatch):

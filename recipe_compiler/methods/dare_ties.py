@@ -13,12 +13,10 @@ from recipe_compiler.methods._dare import FIXED, PARAMS, pruned_deltas
 
 
 def formula(xs: list, base, p: Mapping[str, object]):
-    import torch
+    from recipe_compiler.methods._ops import sign_elected
 
-    from recipe_compiler.methods._ops import consensus
-
-    deltas = torch.stack(pruned_deltas(xs, base, p))  # (K, *shape)
-    return base + consensus(deltas, p["weights"], bool(p["normalize"]))  # type: ignore[arg-type]
+    return sign_elected(base, pruned_deltas(xs, base, p), p["weights"],  # type: ignore[arg-type]
+                        bool(p["normalize"]))
 
 
 METHOD = Method(

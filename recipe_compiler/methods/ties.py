@@ -9,14 +9,11 @@ from recipe_compiler.methods._common import DENSITY, TASK_VECTOR_FIXED, normaliz
 
 
 def formula(xs: list, base, p: Mapping[str, object]):
-    import torch
-
-    from recipe_compiler.methods._ops import consensus, trim_magnitude
+    from recipe_compiler.methods._ops import ties
 
     density = p["density"]  # one for all models, or one per model
     each = density if isinstance(density, tuple) else (density,) * len(xs)
-    deltas = torch.stack([trim_magnitude(x - base, d) for x, d in zip(xs, each)])  # (K, ...)
-    return base + consensus(deltas, p["weights"], bool(p["normalize"]))  # type: ignore[arg-type]
+    return ties(xs, base, each, p["weights"], bool(p["normalize"]))  # type: ignore[arg-type]
 
 
 METHOD = Method(
