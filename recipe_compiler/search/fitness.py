@@ -225,9 +225,11 @@ class Evaluator:
             else:
                 units += [_Unit.branched([pair]) for pair in pairs]
             owned.append(range(first, len(units)))
-        width = max(len(u.tokens) for u in units)
-        rows_of = _pack([len(u.tokens) for u in units], width) if self.share_contexts \
-            else [[u] for u in range(len(units))]
+        lengths = [len(u.tokens) for u in units]
+        width = max(lengths)
+        rows_of = [[u] for u in range(len(units))]
+        if self.share_contexts:
+            width, rows_of = _pack_tightest(lengths)
         ids = torch.zeros(len(rows_of), width, dtype=torch.long)
         mask = torch.zeros(len(rows_of), width, dtype=torch.long)
         group = torch.full((len(rows_of), width), -1, dtype=torch.long)  # -1: padding
@@ -543,6 +545,20 @@ def _pack(lengths: list[int], width: int) -> list[list[int]]:
         rows[fit].append(u)
         free[fit] -= lengths[u]
     return rows
+
+
+def _pack_tightest(lengths: list[int]) -> tuple[int, list[list[int]]]:
+    """`_pack` into the row width, from the longest unit to twice it, that leaves the fewest
+    cells (rows x width; the narrowest of equals): units that do not pair up in rows of the
+    longest one's width often do in wider rows, and a layer's cost is its cells."""
+    longest = max(lengths)
+    best = None
+    for width in range(longest, 2 * longest + 1):
+        rows = _pack(lengths, width)
+        if best is None or len(rows) * width < len(best[1]) * best[0]:
+            best = (width, rows)
+    assert best is not None
+    return best
 
 
 def _packed_mask(group: torch.Tensor, branch: torch.Tensor, dtype) -> torch.Tensor:
