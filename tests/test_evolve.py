@@ -399,3 +399,18 @@ def test_the_search_refuses_what_it_cannot_evaluate_at_its_line(tmp_path, quick_
     with pytest.raises(RecipeError) as info:
         prepare(path, {})
     assert "the search keeps the base model's embed" in str(info.value)
+
+
+def test_units_are_packed_into_the_width_that_leaves_the_fewest_cells():
+    from recipe_compiler.search.fitness import _pack, _pack_tightest
+
+    lengths = [13, 12, 10, 9, 11, 13, 8, 12]
+    width, rows = _pack_tightest(lengths)
+    assert sorted(u for row in rows for u in row) == list(range(len(lengths)))
+    assert all(sum(lengths[u] for u in row) <= width for row in rows)
+    assert 13 <= width <= 26
+    # rows of the longest unit's width leave one unit per row: 8 rows x 13 cells
+    assert len(_pack(lengths, 13)) * 13 == 104
+    assert len(rows) * width < 104
+    assert len(rows) * width == min(len(_pack(lengths, w)) * w for w in range(13, 27))
+    assert _pack_tightest([5, 5, 5]) == (5, [[0], [1], [2]])  # no padding: the narrowest
