@@ -134,7 +134,7 @@ def _sliced(b: torch.Tensor, deltas, weights: tuple[float, ...], normalize: bool
     if b.device.type != "cpu" or b.numel() <= step:
         return b + consensus(deltas(0, b.numel()), weights, normalize)
     out = torch.empty_like(b)
-    w = _weights(weights, torch.empty((1, 1), dtype=b.dtype))
+    w = torch.tensor(weights, dtype=b.dtype).view(-1, 1)  # (K, 1), for (K, entries) slices
     for at in range(0, b.numel(), step):
         to = min(at + step, b.numel())
         torch.add(b[at:to], consensus(deltas(at, to), w, normalize), out=out[at:to])

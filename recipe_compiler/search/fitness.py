@@ -226,10 +226,10 @@ class Evaluator:
                 units += [_Unit.branched([pair]) for pair in pairs]
             owned.append(range(first, len(units)))
         lengths = [len(u.tokens) for u in units]
-        width = max(lengths)
-        rows_of = [[u] for u in range(len(units))]
         if self.share_contexts:
             width, rows_of = _pack_tightest(lengths)
+        else:
+            width, rows_of = max(lengths), [[u] for u in range(len(units))]
         ids = torch.zeros(len(rows_of), width, dtype=torch.long)
         mask = torch.zeros(len(rows_of), width, dtype=torch.long)
         group = torch.full((len(rows_of), width), -1, dtype=torch.long)  # -1: padding
@@ -552,13 +552,8 @@ def _pack_tightest(lengths: list[int]) -> tuple[int, list[list[int]]]:
     cells (rows x width; the narrowest of equals): units that do not pair up in rows of the
     longest one's width often do in wider rows, and a layer's cost is its cells."""
     longest = max(lengths)
-    best = None
-    for width in range(longest, 2 * longest + 1):
-        rows = _pack(lengths, width)
-        if best is None or len(rows) * width < len(best[1]) * best[0]:
-            best = (width, rows)
-    assert best is not None
-    return best
+    packed = ((width, _pack(lengths, width)) for width in range(longest, 2 * longest + 1))
+    return min(packed, key=lambda p: len(p[1]) * p[0])  # the first of equals: narrowest
 
 
 def _packed_mask(group: torch.Tensor, branch: torch.Tensor, dtype) -> torch.Tensor:
