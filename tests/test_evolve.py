@@ -137,6 +137,30 @@ def test_a_generation_scored_as_a_tree_scores_what_one_by_one_does(space_file):
     assert tree.scores_many(recipes, 1) == got  # now every one is a score-cache hit
 
 
+def test_stacked_calls_stay_within_their_token_budget(space_file, monkeypatch):
+    """On a CPU the stacked rows of one layer are split into calls of at most
+    `STACKED_TOKENS` tokens (one copy of the batch at least): same scores, more calls."""
+    from recipe_compiler.search import stack as stack_module
+
+    p = prepare(space_file, {})
+    recipes = [decode(p.space, g) for g in _family(p.space, 7)]
+    wide = make_evaluator(p).scores_many(recipes, 0)
+    sizes = []
+    monkeypatch.setattr(stack_module, "STACKED_TOKENS", 1)
+    narrow = make_evaluator(p)
+    apply = narrow.stack.apply
+
+    def spy(op, src, h, *args, copies=1, **kwargs):
+        sizes.append(copies)
+        return apply(op, src, h, *args, copies=copies, **kwargs)
+
+    monkeypatch.setattr(narrow.stack, "apply", spy)
+    got = narrow.scores_many(recipes, 0)
+    assert set(sizes) == {1}  # a budget below one copy: each copy alone
+    for a, b in zip(got, wide):
+        assert a == pytest.approx(b, abs=1e-6)
+
+
 def test_a_failing_layer_in_the_tree_fails_only_its_candidates(space_file, caplog):
     """A merged layer whose weights hold NaN spoils the rows stacked with it only for the
     candidates that use it: they get NaN scores (reported as when scored alone), the others

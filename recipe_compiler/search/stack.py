@@ -318,6 +318,12 @@ def _repeat(value, copies: int, rows: int):
     return value
 
 
+# On a CPU, rows x tokens per stacked call, at most (never fewer than one copy of the batch):
+# beyond a few thousand tokens, a small layer's intermediates (the zoo's 192-wide MLP: 0.8
+# MB per thousand tokens) leave the core's cache and a token costs up to twice as much.
+STACKED_TOKENS = 2048
+
+
 class _Trie:
     """Several plans over one batch, as a tree of their layer prefixes, all run from the
     model's first (and only) slot.
@@ -370,22 +376,30 @@ class _Trie:
              kwargs: dict) -> torch.Tensor:
         rows = h.shape[0]
         self.state[0] = h
-        for (_, _), nodes in sorted(self.groups.items(), key=lambda kv: kv[0][0]):
-            _, op, src, _, _, _ = self.nodes[nodes[0]]
-            parents = [self.nodes[n][0] for n in nodes]
-            x = torch.cat([self.state[p] for p in parents]) if len(nodes) > 1 \
-                else self.state[parents[0]]
-            y = stack.apply(op, src, x, args, kwargs, keep=self.keep, copies=len(nodes))
-            for j, (node, parent) in enumerate(zip(nodes, parents)):
-                part = y[j * rows:(j + 1) * rows]
-                if len(nodes) > 1:  # its own storage: the cache counts (and frees) it alone
-                    part = part.clone()
-                self.state[node] = part
-                ck = self.nodes[node][5]
-                if ck is not None and self.keep:
-                    self.store.keep_activation(ck, part)
-                self.children[parent] -= 1
-                if not self.children[parent] and parent not in self.ends:
-                    del self.state[parent]  # its children have run: nobody reads it again
+        per_call = (max(1, STACKED_TOKENS // max(1, h.shape[0] * h.shape[1]))
+                    if h.device.type == "cpu" else len(self.nodes))
+        for (_, _), same in sorted(self.groups.items(), key=lambda kv: kv[0][0]):
+            for lo in range(0, len(same), per_call):
+                self._run_nodes(stack, same[lo:lo + per_call], rows, args, kwargs)
         leaves = [self.state[n] for n in self.leaves]
         return leaves[0] if len(leaves) == 1 else torch.cat(leaves)
+
+    def _run_nodes(self, stack: Stack, nodes: list[int], rows: int, args: tuple,
+                   kwargs: dict) -> None:
+        """One call of their (common) layer on the stacked rows of `nodes`' parents."""
+        _, op, src, _, _, _ = self.nodes[nodes[0]]
+        parents = [self.nodes[n][0] for n in nodes]
+        x = torch.cat([self.state[p] for p in parents]) if len(nodes) > 1 \
+            else self.state[parents[0]]
+        y = stack.apply(op, src, x, args, kwargs, keep=self.keep, copies=len(nodes))
+        for j, (node, parent) in enumerate(zip(nodes, parents)):
+            part = y[j * rows:(j + 1) * rows]
+            if len(nodes) > 1:  # its own storage: the cache counts (and frees) it alone
+                part = part.clone()
+            self.state[node] = part
+            ck = self.nodes[node][5]
+            if ck is not None and self.keep:
+                self.store.keep_activation(ck, part)
+            self.children[parent] -= 1
+            if not self.children[parent] and parent not in self.ends:
+                del self.state[parent]  # its children have run: nobody reads it again
