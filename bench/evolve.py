@@ -44,7 +44,7 @@ def run(recipe: Path, overrides: dict, caches: bool) -> dict:
     search = Search(p.space, score, ev.fitness, warm=warm)
     pop, _ = search.run()
     seconds = time.perf_counter() - start
-    cells = sum(b.ids.numel() for b in ev.batches)
+    cells = sum(g.ids.numel() for g in ev.inputs)
     return {"seconds": seconds, "warm_seconds": warm_seconds, "candidates": calls["n"],
             "cells": cells,
             "per_min": 60 * calls["n"] / seconds, "layers_run": ev.stats.act_misses,

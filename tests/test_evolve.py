@@ -194,22 +194,39 @@ def test_shared_contexts_score_what_separate_rows_score(space_file):
     shared = make_evaluator(p)
     plain = make_evaluator(p, share_contexts=False)
     assert shared.share_contexts and not plain.share_contexts
-    cells = [sum(b.ids.numel() for b in ev.batches) for ev in (shared, plain)]
+    cells = [sum(g.ids.numel() for g in ev.inputs) for ev in (shared, plain)]
     assert cells[0] < 0.85 * cells[1], cells
-    assert any(b.mask.dim() == 4 for b in shared.batches)
-    assert all(b.mask.dim() == 2 for b in plain.batches)
+    assert any(g.mask.dim() == 4 for g in shared.inputs)
+    assert all(g.mask.dim() == 2 for g in plain.inputs)
+    # a rung's items of every task share forward passes: fewer passes than batches
+    assert len(shared.inputs) < len(shared.batches)
+    assert len(plain.inputs) == len(plain.batches)
+    assert {len({b.task for b in map(shared.batches.__getitem__, g.batches)})
+            for g in shared.inputs} != {1}
     rng = random.Random(3)
     for _ in range(3):
         r = decode(p.space, random_genome(p.space, rng))
-        for b, (one, two) in enumerate(zip(shared.batches, plain.batches)):
-            assert one.targets == two.targets and torch.equal(one.tokens, two.tokens)
-            torch.testing.assert_close(shared.batch_logprobs(r, b).gather(-1, one.tokens[:, None]),
-                                       plain.batch_logprobs(r, b).gather(-1, two.tokens[:, None]),
-                                       rtol=0, atol=2e-5)
+        one, two = _option_logliks(shared, r), _option_logliks(plain, r)
+        assert one.keys() == two.keys()
+        for key in one:
+            torch.testing.assert_close(one[key], two[key], rtol=0, atol=2e-5)
         one, two = shared.scores(r, 1), plain.scores(r, 1)
         assert {t: v for t, v in one.items() if t != "text"} == {
             t: v for t, v in two.items() if t != "text"}
         assert one["text"] == pytest.approx(two["text"], rel=1e-6)
+
+
+def _option_logliks(ev, recipe) -> dict:
+    """(task, item, option) -> the log-probabilities of the option's tokens, every rung."""
+    out = {}
+    for g, run in enumerate(ev.inputs):
+        for b, logprobs in zip(run.batches, ev.inputs_logprobs(recipe, g)):
+            batch = ev.batches[b]
+            picked = logprobs.gather(-1, batch.tokens[:, None])[:, 0]
+            for item, targets in zip(batch.items, batch.targets):
+                for j, (lo, hi) in enumerate(targets):
+                    out[(batch.task, item, j)] = picked[lo:hi]
+    return out
 
 
 def test_prob_metric_is_the_right_choices_share_of_probability(space_file):

@@ -587,17 +587,17 @@ def test_failing_candidates_get_the_worst_fitness_and_the_run_goes_on(tmp_path, 
     p = prepare(_space(tmp_path, quick_zoo), {"population": 6, "generations": 2,
                                               "limit": 16, "min_limit": 8})
     ev = make_evaluator(p)
-    real = ev.batch_logprobs
+    real = ev.inputs_logprobs
 
-    def flaky(recipe, b):  # slot 0 dropped: NaN; slot 1 dropped: an exception
+    def flaky(recipe, g):  # slot 0 dropped: NaN; slot 1 dropped: an exception
         ops = recipe.ops()
         if isinstance(ops[0], Drop):
-            return real(recipe, b) * float("nan")
+            return [x * float("nan") for x in real(recipe, g)]
         if isinstance(ops[1], Drop):
             raise RuntimeError("out of memory (simulated)")
-        return real(recipe, b)
+        return real(recipe, g)
 
-    ev.batch_logprobs = flaky
+    ev.inputs_logprobs = flaky
     given: list[float] = []  # every fitness the search was told
 
     def fitness(scores):

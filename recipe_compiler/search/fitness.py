@@ -11,7 +11,7 @@ transformers' own masks and positions. What makes a population cheap:
 - layers: a layer is read or merged once and kept, by its exact definition, while the budget
   allows;
 - activations: the hidden states after a candidate's first k layers depend only on those k
-  layer definitions, so they are kept by that prefix (per batch) in the same budget, and
+  layer definitions, so they are kept by that prefix (per pass) in the same budget, and
   candidates sharing a prefix skip its layers;
 - a generation: `scores_many` runs its new candidates together, batch by batch, as a tree
   of their layer prefixes (`Stack.hidden_many`), the prefixes that go on through the same
@@ -20,7 +20,11 @@ transformers' own masks and positions. What makes a population cheap:
 - the output head runs only at the positions that are scored, not over the whole batch;
 - contexts: a multiple-choice item is one row, its context once and each choice after it as
   a branch that sees the context and itself only (a 4-D attention mask, and each choice's
-  positions continuing from the context's end), so four choices cost one context, not four.
+  positions continuing from the context's end), so four choices cost one context, not four;
+- forward passes: with contexts shared, the items a rung adds, of every task, are packed
+  side by side into rows of one width and run as passes of about `batch_size` rows
+  (`_fuse`), not one pass per task and batch: each layer of a candidate is one call per
+  pass, so fewer, fuller passes mean fewer calls, whose fixed cost dominates small layers.
 Turning the caches off gives the same scores (tests check it): the layer, activation and
 score caches run the same operations on the same tensors; shared contexts change the shapes
 of the sums, so log-likelihoods agree to float rounding (an exact tie between two choices
@@ -83,13 +87,26 @@ class CacheStats:
 
 
 @dataclass(frozen=True)
-class _Batch:
-    task: int  # index into the task list
-    items: range  # which items of the task it scores
+class _Inputs:
+    """What one forward pass runs: the rows of one or more batches (see `_Batch`)."""
+
     ids: torch.Tensor  # (B, T) right-padded
     mask: torch.Tensor  # (B, T) 1 for real tokens, or (B, 1, T, T) additive when branched
     position_ids: torch.Tensor | None  # (B, T) when some row holds branches, else None
-    rows: torch.Tensor  # (N,) batch row of each scored position
+    batches: tuple[int, ...]  # the batches whose items these rows hold
+    rung: int  # the first rung that scores them
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Items of one task, scored from the rows of one `_Inputs`. With the contexts shared,
+    the items of every task that one rung adds go through a forward pass together, packed
+    into rows of one width: fewer, fuller layer calls than one pass per task."""
+
+    task: int  # index into the task list
+    items: tuple[int, ...]  # which items of the task it scores
+    inputs: int  # index into `Evaluator.inputs`
+    rows: torch.Tensor  # (N,) input row of each scored position
     positions: torch.Tensor  # (N,) position whose output predicts...
     tokens: torch.Tensor  # (N,) ...this token
     targets: list[list[tuple[int, int]]]  # per item: per option: its [lo, hi) of the N
@@ -138,9 +155,13 @@ class Evaluator:
 
     def _make_batches(self, tokenizer, batch_size: int) -> list[_Batch]:
         """Batches cover items [0, r0), [r0, r1), ... separately, so a higher rung reuses
-        every batch (and cached activation) of the lower ones."""
-        batches = []
+        every batch (and cached activation) of the lower ones. Without shared contexts, a
+        batch is `batch_size` items of one task, one forward pass each; with them, a rung's
+        items of every task are packed together (`_fuse`)."""
+        self.inputs: list[_Inputs] = []
+        batches: list[_Batch] = []
         stop_ids = _stop_ids(tokenizer)
+        by_rung: dict[int, list[tuple[int, Task, range]]] = {}
         for k, task in enumerate(self.tasks + self.texts):
             if task.kind == "ppl":  # windows of one document: see _text_windows
                 windows, edges = self._text_windows(task, tokenizer)
@@ -148,9 +169,14 @@ class Evaluator:
             else:
                 edges = [0] + [min(r, len(task.items)) for r in self.rungs]
             for rung, (lo, hi) in enumerate(zip(edges, edges[1:])):
-                for start in range(lo, hi, batch_size):
-                    rows = range(start, min(hi, start + batch_size))
-                    batches.append(self._batch(k, task, rows, tokenizer, stop_ids, rung))
+                by_rung.setdefault(rung, []).append((k, task, range(lo, hi)))
+        for rung, pieces in sorted(by_rung.items()):
+            items = [(k, i, self._item(task, i, tokenizer, stop_ids))
+                     for k, task, span in pieces for i in span]
+            groups = (_fuse(items, batch_size) if self.share_contexts
+                      else _per_task(items, batch_size))
+            for group in groups:
+                batches += self._layout(group, len(batches), rung)
         return batches
 
     def _text_windows(self, task: Task, tokenizer) -> tuple[tuple, list[int]]:
@@ -197,34 +223,33 @@ class Evaluator:
             edges.append(len(windows))
         return tuple(windows), edges
 
-    def _batch(self, k: int, task: Task, items: range, tokenizer, stop_ids,
-               rung: int) -> _Batch:
-        units: list[_Unit] = []
-        owned: list[range] = []  # per item: its units
-        golds, forced = [], []
-        for i in items:
-            item = task.items[i]
-            if task.kind == "ppl":  # a window: (its context, the tokens it predicts)
-                pairs = [item]
-                golds.append(0)
-                forced.append(None)
-            elif isinstance(item, McItem):
-                forced.append(None)
-                pairs = encode_pairs(tokenizer, [(item.context, c) for c in item.choices])
-                golds.append(item.gold)
-            else:
-                pairs = encode_pairs(tokenizer, [(item.prompt, item.answer)])
-                golds.append(0)
-                forced.append(analyse_answer(tokenizer, item.prompt, item.answer))
-            if task.kind == "gen":
-                pairs = [(ctx, cont + (stop_ids[0],)) for ctx, cont in pairs]
-            shared = len({ctx for ctx, _ in pairs}) == 1 and pairs[0][0]
-            first = len(units)
-            if self.share_contexts and shared:
-                units.append(_Unit.branched(pairs))
-            else:
-                units += [_Unit.branched([pair]) for pair in pairs]
-            owned.append(range(first, len(units)))
+    def _item(self, task: Task, i: int, tokenizer, stop_ids) -> _Item:
+        """Item `i` of `task` as the rows will hold it."""
+        item = task.items[i]
+        gold, forced = 0, None
+        if task.kind == "ppl":  # a window: (its context, the tokens it predicts)
+            pairs = [item]
+        elif isinstance(item, McItem):
+            pairs = encode_pairs(tokenizer, [(item.context, c) for c in item.choices])
+            gold = item.gold
+        else:
+            pairs = encode_pairs(tokenizer, [(item.prompt, item.answer)])
+            forced = analyse_answer(tokenizer, item.prompt, item.answer)
+        if task.kind == "gen":
+            pairs = [(ctx, cont + (stop_ids[0],)) for ctx, cont in pairs]
+        shared = len({ctx for ctx, _ in pairs}) == 1 and pairs[0][0]
+        if self.share_contexts and shared:
+            units = (_Unit.branched(pairs),)
+        else:
+            units = tuple(_Unit.branched([pair]) for pair in pairs)
+        return _Item(units, gold, forced)
+
+    def _layout(self, group: list[tuple[int, int, _Item]], first: int,
+                rung: int) -> list[_Batch]:
+        """One `_Inputs` holding the units of `group` ((task, item index, item), each
+        task's items in order), and one `_Batch` per task in it, numbered from `first`."""
+        group = sorted(group, key=lambda x: (x[0], x[1]))  # each task's items together
+        units = [u for _, _, item in group for u in item.units]
         lengths = [len(u.tokens) for u in units]
         if self.share_contexts:
             width, rows_of = _pack_tightest(lengths)
@@ -232,7 +257,7 @@ class Evaluator:
             width, rows_of = max(lengths), [[u] for u in range(len(units))]
         ids = torch.zeros(len(rows_of), width, dtype=torch.long)
         mask = torch.zeros(len(rows_of), width, dtype=torch.long)
-        group = torch.full((len(rows_of), width), -1, dtype=torch.long)  # -1: padding
+        group_t = torch.full((len(rows_of), width), -1, dtype=torch.long)  # -1: padding
         branch = torch.zeros(len(rows_of), width, dtype=torch.long)
         place = torch.zeros(len(rows_of), width, dtype=torch.long)
         where: dict[int, tuple[int, int]] = {}  # unit -> (row, column of its first token)
@@ -242,35 +267,46 @@ class Evaluator:
                 unit, n = units[u], len(units[u].tokens)
                 ids[r, col:col + n] = torch.tensor(unit.tokens)
                 mask[r, col:col + n] = 1
-                group[r, col:col + n] = g
+                group_t[r, col:col + n] = g
                 branch[r, col:col + n] = torch.tensor(unit.branches)
                 place[r, col:col + n] = torch.tensor(unit.places)
                 where[u] = (r, col)
                 col += n
-        rows: list[int] = []
-        positions: list[int] = []
-        tokens: list[int] = []
-        targets: list[list[tuple[int, int]]] = []
-        for mine in owned:
-            item_targets: list[tuple[int, int]] = []
-            for u in mine:
-                r, col = where[u]
-                for option in units[u].options:
-                    lo = len(rows)
-                    for pos, tok in option:
-                        rows.append(r)
-                        positions.append(col + pos)
-                        tokens.append(tok)
-                    item_targets.append((lo, len(rows)))
-            targets.append(item_targets)
         dev = self.device
         position_ids = None
-        if self.share_contexts and (branch.any() or group.max() > 0):
-            mask = _packed_mask(group, branch, getattr(torch, self.dtype))
+        if self.share_contexts and (branch.any() or group_t.max() > 0):
+            mask = _packed_mask(group_t, branch, getattr(torch, self.dtype))
             position_ids = place.to(dev)
-        rows_t, pos_t, tokens_t = map(torch.tensor, (rows, positions, tokens))
-        return _Batch(k, items, ids.to(dev), mask.to(dev), position_ids, rows_t.to(dev),
-                      pos_t.to(dev), tokens_t.to(dev), targets, golds, forced, rung)
+        tasks = list(dict.fromkeys(k for k, _, _ in group))
+        index = len(self.inputs)
+        self.inputs.append(_Inputs(ids.to(dev), mask.to(dev), position_ids,
+                                   tuple(range(first, first + len(tasks))), rung))
+        batches, u = [], 0
+        for k in tasks:
+            rows: list[int] = []
+            positions: list[int] = []
+            tokens: list[int] = []
+            targets: list[list[tuple[int, int]]] = []
+            mine = [(i, item) for kk, i, item in group if kk == k]
+            for _, item in mine:
+                item_targets: list[tuple[int, int]] = []
+                for unit in item.units:
+                    r, col = where[u]
+                    u += 1
+                    for option in unit.options:
+                        lo = len(rows)
+                        for pos, tok in option:
+                            rows.append(r)
+                            positions.append(col + pos)
+                            tokens.append(tok)
+                        item_targets.append((lo, len(rows)))
+                targets.append(item_targets)
+            rows_t, pos_t, tokens_t = map(torch.tensor, (rows, positions, tokens))
+            batches.append(_Batch(k, tuple(i for i, _ in mine), index, rows_t.to(dev),
+                                  pos_t.to(dev), tokens_t.to(dev), targets,
+                                  [item.gold for _, item in mine],
+                                  [item.forced for _, item in mine], rung))
+        return batches
 
     # --- forward -----------------------------------------------------------------------
 
@@ -284,8 +320,8 @@ class Evaluator:
             plan.append((self.store.key(op, src), op, src))
         return plan
 
-    def _prefix_keys(self, plan, batch_index: int):
-        """`cache_key(k)` for the activation cache: the batch and the first k layers' keys,
+    def _prefix_keys(self, plan, inputs: int):
+        """`cache_key(k)` for the activation cache: the inputs and the first k layers' keys,
         as nested (prefix, key) pairs, equal exactly when the layers are; None with the
         caches off."""
         if not self.caches:
@@ -295,26 +331,28 @@ class Evaluator:
         for key, _, _ in plan:
             prefix = (prefix, key)
             prefixes.append(prefix)
-        return lambda k: (batch_index, prefixes[k - 1])
+        return lambda k: (inputs, prefixes[k - 1])
 
     @torch.no_grad()
-    def hidden_states(self, recipe: Recipe, batch_index: int) -> torch.Tensor:
-        """Hidden states of batch `batch_index` after the recipe's layers and final norm."""
-        batch = self.batches[batch_index]
+    def hidden_states(self, recipe: Recipe, inputs: int) -> torch.Tensor:
+        """Hidden states of `self.inputs[inputs]` after the recipe's layers and final norm."""
+        run = self.inputs[inputs]
         plan = self.layer_plan(recipe)
         run_before = self.stack.layers_run
-        h = self.stack.hidden(plan, batch.ids, batch.mask,
-                              cache_key=self._prefix_keys(plan, batch_index),
-                              keep=self.caches, position_ids=batch.position_ids)
+        h = self.stack.hidden(plan, run.ids, run.mask,
+                              cache_key=self._prefix_keys(plan, inputs),
+                              keep=self.caches, position_ids=run.position_ids)
         ran = self.stack.layers_run - run_before
         self.stats.act_misses += ran
         self.stats.act_hits += len(plan) - ran
         return h
 
     @torch.no_grad()
-    def batch_logprobs(self, recipe: Recipe, batch_index: int) -> torch.Tensor:
-        """(N, V) log-probabilities at the batch's scored positions."""
-        return self._logprobs(self.hidden_states(recipe, batch_index), batch_index)
+    def inputs_logprobs(self, recipe: Recipe, inputs: int) -> list[torch.Tensor]:
+        """(N, V) log-probabilities at the scored positions of each batch that
+        `self.inputs[inputs]` holds, in order."""
+        h = self.hidden_states(recipe, inputs)
+        return [self._logprobs(h, b) for b in self.inputs[inputs].batches]
 
     def _logprobs(self, hidden: torch.Tensor, batch_index: int) -> torch.Tensor:
         batch = self.batches[batch_index]
@@ -387,20 +425,21 @@ class Evaluator:
         slots = [[i for i, op in enumerate(r.ops()) if not isinstance(op, Drop)]
                  for r in recipes]  # each plan's layers' slots, as `layer_plan` lists them
         tallies = [_Tally(self, r, rung) for r in recipes]
-        for b, batch in enumerate(self.batches):
-            if batch.rung > rung:
+        for g, run in enumerate(self.inputs):
+            if run.rung > rung:
                 continue
             live = [i for i, t in enumerate(tallies) if t.error is None]
             run_before = self.stack.layers_run
             hidden = self.stack.hidden_many(
-                [plans[i] for i in live], batch.ids, batch.mask, slots=[slots[i] for i in live],
-                cache_keys=[self._prefix_keys(plans[i], b) for i in live],
-                keep=True, position_ids=batch.position_ids)
+                [plans[i] for i in live], run.ids, run.mask, slots=[slots[i] for i in live],
+                cache_keys=[self._prefix_keys(plans[i], g) for i in live],
+                keep=True, position_ids=run.position_ids)
             ran = self.stack.layers_run - run_before
             self.stats.act_misses += ran
             self.stats.act_hits += sum(len(plans[i]) for i in live) - ran
             for i, h in zip(live, hidden):
-                tallies[i].add(b, self._logprobs(h, b))
+                for b in run.batches:
+                    tallies[i].add(b, self._logprobs(h, b))
         done = {}
         for recipe, tally in zip(recipes, tallies):
             if tally.error is not None:  # non-finite: `scores` reports it, as alone
@@ -412,11 +451,12 @@ class Evaluator:
     def _scores_of(self, recipe: Recipe, rung: int) -> dict[str, float]:
         self.stats.evaluations += 1
         tally = _Tally(self, recipe, rung)
-        for b, batch in enumerate(self.batches):
-            if batch.rung <= rung:
-                tally.add(b, self.batch_logprobs(recipe, b))
-                if tally.error is not None:
-                    raise tally.error
+        for g, run in enumerate(self.inputs):
+            if run.rung <= rung:
+                for b, logprobs in zip(run.batches, self.inputs_logprobs(recipe, g)):
+                    tally.add(b, logprobs)
+                    if tally.error is not None:
+                        raise tally.error
         result = tally.result()
         if self.caches:
             self._scores[(recipe, rung)] = result
@@ -529,6 +569,55 @@ class _Unit:
             branches += [0 if single else c] * len(cont)
             places += range(len(ctx), len(ctx) + len(cont))
         return _Unit(tuple(tokens), tuple(branches), tuple(places), tuple(options))
+
+
+@dataclass(frozen=True)
+class _Item:
+    """An item as rows hold it: its units (one when its choices share the context), the
+    right choice, and for a generation item its `ForcedAnswer`."""
+
+    units: tuple[_Unit, ...]
+    gold: int
+    forced: object
+
+    @property
+    def length(self) -> int:
+        return max(len(u.tokens) for u in self.units)
+
+
+def _per_task(items: list[tuple[int, int, _Item]], size: int) -> list[list]:
+    """`items` ((task, index, item), by task) in groups of `size` items of one task."""
+    groups: list[list] = []
+    for k in dict.fromkeys(k for k, _, _ in items):
+        mine = [x for x in items if x[0] == k]
+        groups += [mine[lo:lo + size] for lo in range(0, len(mine), size)]
+    return groups
+
+
+def _fuse(items: list[tuple[int, int, _Item]], rows: int) -> list[list]:
+    """`items` of every task in groups of about `rows` packed rows each. A group holds
+    items of similar lengths (down to a quarter of its longest, for items over 256 tokens:
+    a short unit in a wide row still pays attention over the row's width, which only
+    matters in long rows), each task's in order, and the groups of a length class are
+    about equal in tokens (no group of a few leftover items, which would cost as many layer
+    calls as a full one)."""
+    left = sorted(items, key=lambda x: -x[2].length)
+    groups: list[list] = []
+    while left:
+        longest = left[0][2].length
+        near = [x for x in left if longest <= 256 or 4 * x[2].length >= longest]
+        left = left[len(near):]
+        near.sort(key=lambda x: (x[0], x[1]))
+        sizes = [sum(len(u.tokens) for u in x[2].units) for x in near]
+        parts = -(-sum(sizes) // (rows * longest))  # groups needed, rounded up
+        share = sum(sizes) / parts
+        split: list[list] = [[] for _ in range(parts)]
+        before = 0
+        for x, n in zip(near, sizes):  # by where the item's middle falls
+            split[min(parts - 1, int((before + n / 2) / share))].append(x)
+            before += n
+        groups += [g for g in split if g]
+    return groups
 
 
 def _pack(lengths: list[int], width: int) -> list[list[int]]:
