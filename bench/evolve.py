@@ -13,6 +13,11 @@ which the bench checks (same candidates, fitness within 1e-6).
 
     tailorc zoo zoo            # once (a few minutes)
     python bench/evolve.py [--recipe recipes/base.tr] [--generations 4] [--population 16]
+    python bench/evolve.py --recipe-settings   # the recipe's own 24 x 12 (a few minutes)
+
+The short default is dominated by generation 0, whose candidates (the warm starts: pruned
+copies of different models) share few layer prefixes; over the recipe's own 12 generations
+the children of earlier candidates share more, and so the speed-up is larger there.
 """
 
 from __future__ import annotations
@@ -41,15 +46,23 @@ def run(recipe: Path, overrides: dict, caches: bool) -> dict:
     warm = warm_starts(ev, p.space)  # seeded as `tailorc evolve` seeds
     warm_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    search = Search(p.space, score, ev.fitness, warm=warm)
+    tokens, layer_calls = ev.stack.layer_tokens, ev.stack.layer_calls  # the search's alone
+    first: dict = {}  # generation 0's tokens: its record comes first
+
+    def generation(_record) -> None:
+        first.setdefault("tokens", ev.stack.layer_tokens - tokens)
+
+    search = Search(p.space, score, ev.fitness, warm=warm, on_generation=generation)
     pop, _ = search.run()
     seconds = time.perf_counter() - start
     cells = sum(g.ids.numel() for g in ev.inputs)
     return {"seconds": seconds, "warm_seconds": warm_seconds, "candidates": calls["n"],
             "cells": cells,
             "per_min": 60 * calls["n"] / seconds, "layers_run": ev.stats.act_misses,
-            "layer_calls": ev.stack.layer_calls,
-            "layers_skipped": ev.stats.act_hits, "fitness": [i.fitness.values for i in pop],
+            "layer_calls": ev.stack.layer_calls - layer_calls,
+            "layers_skipped": ev.stats.act_hits,
+            "layer_tokens": ev.stack.layer_tokens - tokens, "gen0_tokens": first["tokens"],
+            "fitness": [i.fitness.values for i in pop],
             "best": max(i.fitness.values[0] for i in pop)}
 
 
@@ -64,11 +77,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1,
                     help="off/on pairs to run; the table shows the pair with the median "
                     "speed-up, and the line under it every pair's")
+    ap.add_argument("--recipe-settings", action="store_true",
+                    help="run the recipe's own population and generations (recipes/base.tr: "
+                    "24 and 12, what `tailorc evolve` runs) rather than --generations and "
+                    "--population; its table goes to its own block of docs/speed.md")
     ap.add_argument("--write-docs", action="store_true",
                     help="write the table into docs/speed.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    overrides = {"generations": args.generations, "population": args.population}
+    overrides = ({} if args.recipe_settings
+                 else {"generations": args.generations, "population": args.population})
     pairs_run = []
     for _ in range(args.repeats):  # a shared machine's speed drifts: pair off with on
         off = run(args.recipe, overrides, caches=False)
@@ -77,18 +95,27 @@ def main() -> None:
     ratios = sorted(r for r, _, _ in pairs_run)
     _, off, on = sorted(pairs_run, key=lambda t: t[0])[(len(pairs_run) - 1) // 2]
     lines = ["| sharing | candidates | seconds | per minute | layers run | layer calls | "
-             "layers skipped | token cells, all batches | best fitness | warm starts s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "layers skipped | tokens through layers | token cells, all batches | best fitness | "
+             "warm starts s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in (("off", off), ("on", on)):
         lines.append(f"| {name} | {r['candidates']} | {r['seconds']:.1f} | {r['per_min']:.0f} | "
                      f"{r['layers_run']} | {r['layer_calls']} | {r['layers_skipped']} | "
+                     f"{r['layer_tokens']:,} | "
                      f"{r['cells']} | "
                      f"{r['best']:.4f} | {r['warm_seconds']:.1f} |")
     pairs = list(zip(off["fitness"], on["fitness"]))
     diff = max((abs(a - b) for x, y in pairs for a, b in zip(x, y)), default=0.0)
     lines += ["", f"Speed-up **{on['per_min'] / off['per_min']:.2f}x** (the median pair); "
               f"every pair: {', '.join(f'{r:.2f}x' for r in ratios)}. Largest fitness "
-              f"difference between the two runs {diff:.1e} over {len(pairs)} individuals."]
+              f"difference between the two runs {diff:.1e} over {len(pairs)} individuals. "
+              f"Tokens through layers, off over on: "
+              f"{off['layer_tokens'] / max(on['layer_tokens'], 1):.2f}x (the work the sharing "
+              f"saves; the speed-up is this times the off run's cost per token over the on "
+              f"run's). Generation 0 (the warm starts and the rest of the first population, "
+              f"few of which share a layer prefix): {on['gen0_tokens'] / on['layer_tokens']:.0%} "
+              f"of the on run's tokens, {off['gen0_tokens'] / off['layer_tokens']:.0%} of the "
+              f"off run's."]
     text = "\n".join(lines)
     print(text)
     if off["candidates"] != on["candidates"] or len(pairs) != len(on["fitness"]) or diff > 1e-6:
@@ -100,11 +127,13 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).parent))
         from _docs import write_block
 
-        head = (f"Written by `python bench/evolve.py --recipe {args.recipe} --generations "
-                f"{args.generations} --population {args.population} --threads {args.threads} "
-                f"--repeats {args.repeats} --write-docs` ({os.cpu_count()} cores, load average "
-                f"{os.getloadavg()[0]:.1f} at the end).")
-        write_block(Path(__file__).resolve().parent.parent / "docs" / "speed.md", "evolve",
+        shape = ("--recipe-settings" if args.recipe_settings else
+                 f"--generations {args.generations} --population {args.population}")
+        head = (f"Written by `python bench/evolve.py --recipe {args.recipe} {shape} --threads "
+                f"{args.threads} --repeats {args.repeats} --write-docs` ({os.cpu_count()} "
+                f"cores, load average {os.getloadavg()[0]:.1f} at the end).")
+        write_block(Path(__file__).resolve().parent.parent / "docs" / "speed.md",
+                    "evolve-recipe" if args.recipe_settings else "evolve",
                     f"{head}\n\n{text}", heading="## Search speed (`bench/evolve.py`)")
 
 
