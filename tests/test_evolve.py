@@ -455,3 +455,18 @@ def test_units_are_packed_into_the_width_that_leaves_the_fewest_cells():
     assert len(rows) * width < 104
     assert len(rows) * width == min(len(_pack(lengths, w)) * w for w in range(13, 27))
     assert _pack_tightest([5, 5, 5]) == (5, [[0], [1], [2]])  # no padding: the narrowest
+
+
+def test_a_continuations_last_token_is_not_run():
+    """It predicts nothing scored and nothing in its branch reads it (as lm-eval feeds
+    context + continuation less its last token): a row holds the context and each
+    continuation but its last token, and the options still score every token."""
+    from recipe_compiler.search.fitness import _Unit
+
+    unit = _Unit.branched([((1, 2, 3), (4, 5)), ((1, 2, 3), (6,))])
+    assert unit.tokens == (1, 2, 3, 4)
+    assert unit.branches == (0, 0, 0, 1) and unit.places == (0, 1, 2, 3)
+    assert unit.options == (((2, 4), (3, 5)), ((2, 6),))
+    window = _Unit.branched([((9,), (7, 8, 5))])  # one continuation: a plain sequence
+    assert window.tokens == (9, 7, 8) and window.branches == (0, 0, 0)
+    assert window.options == (((0, 7), (1, 8), (2, 5)),)

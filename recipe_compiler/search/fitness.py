@@ -21,6 +21,8 @@ transformers' own masks and positions. What makes a population cheap:
 - contexts: a multiple-choice item is one row, its context once and each choice after it as
   a branch that sees the context and itself only (a 4-D attention mask, and each choice's
   positions continuing from the context's end), so four choices cost one context, not four;
+- last tokens: a continuation's last token is not run, as lm-eval does not run it: its
+  output predicts nothing scored and nothing in its branch reads it;
 - forward passes: with contexts shared, the items a rung adds, of every task, are packed
   side by side into rows of one width and run as passes of about `batch_size` rows
   (`_fuse`), not one pass per task and batch: each layer of a candidate is one call per
@@ -565,9 +567,13 @@ class _Unit:
             # continuation's previous token
             options.append(tuple((len(ctx) - 1 if j == 0 else start + j - 1, tok)
                                  for j, tok in enumerate(cont)))
-            tokens += cont
-            branches += [0 if single else c] * len(cont)
-            places += range(len(ctx), len(ctx) + len(cont))
+            # A continuation's last token predicts nothing scored, and nothing after it in
+            # its branch reads it: it is not run (as lm-eval feeds context + continuation
+            # less its last token).
+            fed = cont[:-1]
+            tokens += fed
+            branches += [0 if single else c] * len(fed)
+            places += range(len(ctx), len(ctx) + len(fed))
         return _Unit(tuple(tokens), tuple(branches), tuple(places), tuple(options))
 
 
