@@ -110,7 +110,7 @@ def main() -> None:
               f"every pair: {', '.join(f'{r:.2f}x' for r in ratios)}. Largest fitness "
               f"difference between the two runs {diff:.1e} over {len(pairs)} individuals. "
               f"Tokens through layers, off over on: "
-              f"{off['layer_tokens'] / max(on['layer_tokens'], 1):.2f}x (the work the sharing "
+              f"{off['layer_tokens'] / on['layer_tokens']:.2f}x (the work the sharing "
               f"saves; the speed-up is this times the off run's cost per token over the on "
               f"run's). Generation 0 (the warm starts and the rest of the first population, "
               f"few of which share a layer prefix): {on['gen0_tokens'] / on['layer_tokens']:.0%} "
